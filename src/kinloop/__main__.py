@@ -1,0 +1,3 @@
+from kinloop.cli.app import main
+
+main()

@@ -1,0 +1,269 @@
+"""Request plumbing: the database transaction, the caller's identity, scopes and rate limits."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from anyio import CapacityLimiter, Lock, to_thread
+from fastapi import Depends, HTTPException, Request
+from sqlalchemy import Connection, Engine, bindparam, select
+
+from kinloop.clock import utcnow
+from kinloop.domain.errors import UnknownMember
+from kinloop.services import keys, programs
+from kinloop.services.keys import Forbidden, Principal, Unauthorized
+from kinloop.services.programs import LoadedProgram
+from kinloop.store.tables import program_versions
+
+# Checking a key costs a query; a recently seen key is trusted for this long (so a revoked
+# key stops working within these seconds on every worker).
+KEY_CACHE_SECONDS = 5.0
+
+
+@dataclass
+class ApiState:
+    engine: Engine
+    reader: Engine
+    rate_limit: int  # requests per second per key, per worker process
+    max_body: int
+    token_secret: bytes | None = None
+    # Threads that open and close transactions, apart from the endpoints' threads: a request
+    # holding a lock can always commit and let go of it, however many others wait for it.
+    opening: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(16))
+    closing: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(16))
+    # SQLite has one write lock per database. Writers of this process queue for it here, in
+    # the event loop, in order, instead of each holding a thread while SQLite's busy handler
+    # polls with sleeps (which starves some for seconds). None on PostgreSQL (row locks).
+    writer: Lock | None = None
+    # SQLite is a library in this process: opening, committing and closing take microseconds
+    # and never wait (the pool never runs dry), so they run on the event loop, not in a thread.
+    in_process: bool = False
+
+
+def state(request: Request) -> ApiState:
+    return request.app.state.kinloop  # type: ignore[no-any-return]
+
+
+def _commit(conn: Connection) -> None:
+    try:
+        conn.commit()
+    finally:
+        conn.close()
+
+
+async def _call(st: ApiState, limiter: CapacityLimiter, fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(*args)`, in a thread of `limiter` when it may wait on the network."""
+    if st.in_process:
+        return fn(*args)
+    return await to_thread.run_sync(fn, *args, limiter=limiter)
+
+
+@contextlib.asynccontextmanager
+async def _transaction(st: ApiState, engine: Engine) -> AsyncIterator[Connection]:
+    conn = await _call(st, st.opening, engine.connect)
+    try:
+        yield conn
+    except BaseException:
+        await _call(st, st.closing, conn.close)  # closing rolls back
+        raise
+    await _call(st, st.closing, _commit, conn)
+
+
+async def transaction(request: Request) -> AsyncIterator[Connection]:
+    """One transaction per request: committed when the endpoint returns (before the reply is
+    sent, so an acknowledged write is a committed one), rolled back on error."""
+    st = state(request)
+    async with st.writer or contextlib.nullcontext(), _transaction(st, st.engine) as conn:
+        yield conn
+
+
+async def reading(request: Request) -> AsyncIterator[Connection]:
+    """A read-only transaction (on SQLite it does not take the write lock)."""
+    st = state(request)
+    async with _transaction(st, st.reader) as conn:
+        yield conn
+
+
+# scope="function": the transaction ends before the response is sent (FastAPI's default for
+# dependencies with yield is after it, when an error can no longer be reported).
+Conn = Annotated[Connection, Depends(transaction, scope="function")]
+ReadConn = Annotated[Connection, Depends(reading, scope="function")]
+
+
+class _Cache:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.items: dict[str, tuple[float, Principal]] = {}
+
+    def get(self, key: str) -> Principal | None:
+        with self.lock:
+            hit = self.items.get(key)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
+    def put(self, key: str, principal: Principal) -> None:
+        with self.lock:
+            if len(self.items) > 10_000:
+                self.items.clear()
+            self.items[key] = (time.monotonic() + KEY_CACHE_SECONDS, principal)
+
+
+class RateLimiter:
+    """A token bucket per key: `rate` requests a second, bursts up to one second's worth."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, who: str, rate: int) -> float:
+        """0 when allowed; otherwise the seconds to wait."""
+        now = time.monotonic()
+        with self.lock:
+            tokens, at = self.buckets.get(who, (float(rate), now))
+            tokens = min(float(rate), tokens + (now - at) * rate)
+            if tokens >= 1:
+                self.buckets[who] = (tokens - 1, now)
+                return 0.0
+            self.buckets[who] = (tokens, now)
+            return (1 - tokens) / rate
+
+
+_cache = _Cache()
+limiter = RateLimiter()
+
+
+async def principal(request: Request) -> Principal:
+    """The caller, from `Authorization: Bearer <key or member token>`.
+
+    Async: a cached key or a member token is checked in the event loop, and only a key not
+    seen for a while costs a thread and a query."""
+    header = request.headers.get("authorization", "")
+    scheme, _, credential = header.partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise Unauthorized("send Authorization: Bearer <API key or member token>")
+    credential = credential.strip()
+    st = state(request)
+    found = _cache.get(credential)
+    if found is None:
+        if credential.startswith("klm_"):  # tokens carry their own expiry; they are checked every time
+            if st.token_secret is None:
+                st.token_secret = await _call(st, st.opening, _token_secret, st.reader)
+            found = keys.read_token(st.token_secret, credential, now=utcnow())
+        else:
+            found = await _call(st, st.opening, _authenticate, st.reader, credential)
+            _cache.put(credential, found)
+    wait = limiter.take(credential, found.rate_limit or st.rate_limit)
+    if wait:
+        raise HTTPException(429, "too many requests for this key", headers={"Retry-After": str(max(1, round(wait)))})
+    return found
+
+
+def _token_secret(engine: Engine) -> bytes:
+    with engine.begin() as conn:
+        return keys.token_secret(conn, utcnow())
+
+
+def _authenticate(engine: Engine, credential: str) -> Principal:
+    with engine.begin() as conn:
+        return keys.authenticate(conn, credential)
+
+
+Caller = Annotated[Principal, Depends(principal)]
+
+# What each scope may do; `admin` may do everything. `member_read` is reading one member
+# (its state, ledger and events): a member token may, but only for its own member, which
+# `member_visible` checks against the member in the path.
+ALLOWED: dict[str, set[str]] = {
+    "read": {"read", "member_read"},
+    "ingest": {"ingest"},
+    "member": {"member_read"},
+}
+
+
+def require(action: str) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency admitting callers whose scope allows `action` (read, member_read, ingest, admin)."""
+
+    async def check(who: Caller) -> Principal:  # async: no thread for a set lookup
+        if who.scope == "admin" or action in ALLOWED.get(who.scope, set()):
+            return who
+        holder = {"member": "a member token", "ingest": "an ingest key"}.get(who.scope, f"a {who.scope} key")
+        raise Forbidden(f"{holder} may not {_verbs.get(action, action)}")
+
+    return check
+
+
+_verbs = {
+    "read": "read this",
+    "member_read": "read this",
+    "ingest": "post events or change balances",
+    "admin": "do this (admin only)",
+}
+
+
+# Which version of a program is active, without its source (kilobytes of YAML), as a statement
+# built once: building and running the full query was a tenth of a single-event request.
+_ACTIVE = select(program_versions.c.id, program_versions.c.digest).where(
+    program_versions.c.program_id == bindparam("program_id"), program_versions.c.active.is_(True)
+)
+_loaded: dict[tuple[int, int, str], LoadedProgram] = {}
+
+
+def program_of(conn: Connection, who: Principal) -> LoadedProgram:
+    """The active version of the caller's program. This process keeps each version it has
+    loaded, by ids and digest (the same content under the same ids, whatever the database);
+    the query says which one is active now."""
+    row = conn.execute(_ACTIVE, {"program_id": who.program_id}).first()
+    key = (who.program_id, row.id, row.digest) if row is not None else None
+    found = _loaded.get(key) if key is not None else None
+    if found is None:
+        found = programs.active_by_id(conn, who.program_id)  # or UnknownProgram
+        if key is not None and found.version_id == key[1]:
+            _loaded[key] = found
+    return found
+
+
+def member_visible(who: Principal, member_id: str) -> None:
+    """A member token sees its own member only; anything else is as if it did not exist."""
+    if who.scope == "member" and who.member_id != member_id:
+        raise UnknownMember(f"no member {member_id!r} in this program", field="member_id")
+
+
+class BodyLimit:
+    """ASGI middleware refusing request bodies over `max_body` bytes, declared or streamed."""
+
+    def __init__(self, app: Any, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_body:
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise HTTPException(413, f"the body is larger than {self.max_body} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+    async def _refuse(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        from kinloop.api.problems import problem
+
+        response = problem(413, "payload_too_large", f"the body is larger than {self.max_body} bytes")
+        await response(scope, receive, send)

@@ -1,0 +1,285 @@
+"""The /v1 endpoints. Each is a few lines: check who may call, call a service, shape the reply."""
+
+from __future__ import annotations
+
+import difflib
+from datetime import timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Path, Query
+from sqlalchemy import Connection, select, update
+
+from kinloop.api import metrics
+from kinloop.api.deps import Conn, ReadConn, member_visible, program_of, require
+from kinloop.api.schemas import (
+    NO_NUL,
+    AdjustmentIn,
+    BatchResult,
+    DiffOut,
+    EventBatch,
+    EventIn,
+    EventResult,
+    LedgerPage,
+    MemberOut,
+    MovementOut,
+    ProfileIn,
+    ReversalIn,
+    ReversalOut,
+    SpendIn,
+    TokenIn,
+    TokenOut,
+    VersionIn,
+    VersionOut,
+    VersionSource,
+)
+from kinloop.clock import utcnow
+from kinloop.domain.amounts import MAX_MINOR
+from kinloop.domain.errors import InvalidAmount, NotFound, ProgramInvalid
+from kinloop.program.loader import compile_program, parse_program
+from kinloop.services import explain as explain_svc
+from kinloop.services import ingest, keys, ledger, members, programs
+from kinloop.services.keys import Principal
+from kinloop.store.tables import program_versions
+
+router = APIRouter(prefix="/v1")
+Read = Annotated[Principal, Depends(require("read"))]
+MemberRead = Annotated[Principal, Depends(require("member_read"))]
+Ingest = Annotated[Principal, Depends(require("ingest"))]
+Admin = Annotated[Principal, Depends(require("admin"))]
+Minter = Annotated[Principal, Depends(require("ingest"))]
+# Ids as the database stores them: at most 200 characters, no NUL.
+MemberId = Annotated[str, Path(min_length=1, max_length=200, pattern=NO_NUL)]
+EventId = Annotated[str, Path(min_length=1, max_length=200, pattern=NO_NUL)]
+
+
+# --- events ---------------------------------------------------------------------------------
+@router.post(
+    "/events",
+    response_model=EventResult | BatchResult,
+    summary="Ingest one event, or a batch of up to 1,000",
+    responses={422: {"description": "a single event that cannot be accepted"}},
+)
+def post_events(who: Ingest, conn: Conn, body: Annotated[EventIn | EventBatch, Body()]) -> Any:
+    """Idempotent on `event_id`: a repeat returns the first result and awards nothing.
+    In a batch each event succeeds or fails on its own, failures with their index and reason."""
+    loaded = program_of(conn, who)
+    items = body.events if isinstance(body, EventBatch) else [body]
+    raws = [item.model_dump() for item in items]
+    results = ingest.ingest(conn, loaded, raws, now=utcnow())
+    metrics.record_ingest(loaded.program, results)
+    shaped = [r.as_json(loaded.program) for r in results]
+    if isinstance(body, EventBatch):
+        counts = {s: sum(1 for r in results if r.status == s) for s in ("accepted", "duplicate", "rejected")}
+        return {
+            "accepted": counts["accepted"],
+            "duplicates": counts["duplicate"],
+            "rejected": counts["rejected"],
+            "results": shaped,
+        }
+    only = results[0]
+    if only.error is not None:
+        raise only.error
+    return shaped[0]
+
+
+@router.get("/events/{event_id}", summary="Why an event earned what it earned")
+def get_event(who: MemberRead, conn: ReadConn, event_id: EventId) -> dict[str, Any]:
+    loaded = program_of(conn, who)
+    x = explain_svc.explain(conn, loaded, event_id)
+    member_visible(who, x.member_id)
+    return x.as_json()
+
+
+@router.post("/events/{event_id}/reversal", response_model=ReversalOut, summary="Claw back an event's awards")
+def reverse_event(who: Ingest, conn: Conn, event_id: EventId, body: ReversalIn) -> Any:
+    """All of it, or with `amount` what a refund of that much of the event's amount takes away."""
+    loaded = program_of(conn, who)
+    amount = None if body.amount is None else number(body.amount)
+    result = ledger.reverse(conn, loaded, event_id, amount=amount, reason=body.reason, actor=who.name, now=utcnow())
+    return result.as_json(loaded.program)
+
+
+def number(value: str | int) -> Decimal:
+    """An amount as given, refused with a 422 when it is not a finite number the ledger could
+    hold (the arithmetic on a number such as 1e999999999 would overflow)."""
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        raise InvalidAmount(f"{value!r} is not a number", field="amount") from None
+    if not amount.is_finite():
+        raise InvalidAmount(f"{value!r} is not a finite number", field="amount")
+    if amount.copy_abs() > MAX_MINOR:  # abs() would round, and overflow
+        raise InvalidAmount(f"{value} is larger than the ledger accepts ({MAX_MINOR:.0e} units)", field="amount")
+    return amount
+
+
+# --- members --------------------------------------------------------------------------------
+@router.get("/members/{member_id}", response_model=MemberOut, summary="Balances, tier and progress")
+def get_member(who: MemberRead, conn: ReadConn, member_id: MemberId) -> Any:
+    member_visible(who, member_id)
+    loaded = program_of(conn, who)
+    view = members.show(conn, loaded, member_id, now=utcnow())
+    row = members.get(conn, loaded.program_id, member_id)
+    return {**view.as_json(), "profile": dict(row.profile)}
+
+
+@router.put("/members/{member_id}", response_model=MemberOut, summary="Create or update a member's profile")
+def put_member(who: Ingest, conn: Conn, member_id: MemberId, body: ProfileIn) -> Any:
+    loaded = program_of(conn, who)
+    profile = members.profile_from(body.model_dump(exclude_none=True))
+    members.set_profile(conn, loaded.program_id, member_id, profile, now=utcnow())
+    view = members.show(conn, loaded, member_id, now=utcnow())
+    return {**view.as_json(), "profile": profile}
+
+
+@router.get("/members/{member_id}/ledger", response_model=LedgerPage, summary="A member's history, newest first")
+def get_ledger(
+    who: MemberRead,
+    conn: ReadConn,
+    member_id: MemberId,
+    cursor: Annotated[str | None, Query(max_length=19, pattern=r"^\d+$")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Any:
+    member_visible(who, member_id)
+    loaded = program_of(conn, who)
+    before = min(int(cursor), 2**63 - 1) if cursor else None  # no entry id is larger
+    rows, next_cursor = members.history(conn, loaded, member_id, before=before, limit=limit)
+    return {"entries": rows, "next_cursor": next_cursor}
+
+
+@router.post("/members/{member_id}/adjustments", response_model=MovementOut, summary="Manual credit or debit")
+def adjust(who: Admin, conn: Conn, member_id: MemberId, body: AdjustmentIn) -> Any:
+    """Admin only; the reason is required and the change is written to the audit log."""
+    loaded = program_of(conn, who)
+    result = ledger.adjust(
+        conn,
+        loaded,
+        member_id,
+        body.currency,
+        number(body.amount),
+        reason=body.reason,
+        actor=who.name,
+        key=body.idempotency_key,
+        now=utcnow(),
+    )
+    return result.as_json(loaded.program)
+
+
+@router.post("/members/{member_id}/spends", response_model=MovementOut, summary="Spend points")
+def spend(who: Ingest, conn: Conn, member_id: MemberId, body: SpendIn) -> Any:
+    """Debit available points, soonest-expiring first; idempotent on `idempotency_key`."""
+    loaded = program_of(conn, who)
+    result = ledger.spend(
+        conn,
+        loaded,
+        member_id,
+        body.currency,
+        number(body.amount),
+        reason=body.reason,
+        key=body.idempotency_key,
+        now=utcnow(),
+        actor=who.name,
+    )
+    return result.as_json(loaded.program)
+
+
+@router.post("/members/{member_id}/tokens", response_model=TokenOut, summary="Mint a member token")
+def mint(who: Minter, conn: Conn, member_id: MemberId, body: TokenIn | None = None) -> Any:
+    """A short-lived token with which the member's own app may read that member and nothing else."""
+    loaded = program_of(conn, who)
+    members.get(conn, loaded.program_id, member_id)
+    st = state_of(conn)
+    token, expires = keys.mint_token(
+        st, loaded.program_id, member_id, now=utcnow(), ttl=timedelta(seconds=body.ttl_seconds if body else 900)
+    )
+    return {"token": token, "member_id": member_id, "expires_at": expires.isoformat()}
+
+
+def state_of(conn: Connection) -> bytes:
+    return keys.token_secret(conn, utcnow())
+
+
+# --- program versions -----------------------------------------------------------------------
+def _versions(conn: Connection, program_id: int) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(
+            program_versions.c.version,
+            program_versions.c.active,
+            program_versions.c.digest,
+            program_versions.c.created_at,
+            program_versions.c.source,
+        )
+        .where(program_versions.c.program_id == program_id)
+        .order_by(program_versions.c.version)
+    )
+    return [
+        {
+            "version": r.version,
+            "active": r.active,
+            "digest": r.digest,
+            "created_at": r.created_at.isoformat(),
+            "source": r.source,
+        }
+        for r in rows
+    ]
+
+
+def _version(conn: Connection, program_id: int, number: int) -> dict[str, Any]:
+    for v in _versions(conn, program_id):
+        if v["version"] == number:
+            return v
+    raise NotFound(f"no version {number} of this program", field="version")
+
+
+@router.get("/program/versions", response_model=list[VersionOut], summary="Versions of the key's program")
+def list_versions(who: Read, conn: ReadConn) -> Any:
+    return [{k: v for k, v in row.items() if k != "source"} for row in _versions(conn, who.program_id)]
+
+
+@router.get("/program/versions/{version}", response_model=VersionSource, summary="One version, with its file")
+def show_version(who: Read, conn: ReadConn, version: int) -> Any:
+    return _version(conn, who.program_id, version)
+
+
+@router.get("/program/versions/{a}/diff/{b}", response_model=DiffOut, summary="What changed between two versions")
+def diff_versions(who: Read, conn: ReadConn, a: int, b: int) -> Any:
+    old, new = _version(conn, who.program_id, a), _version(conn, who.program_id, b)
+    lines = difflib.unified_diff(
+        old["source"].splitlines(keepends=True),
+        new["source"].splitlines(keepends=True),
+        fromfile=f"version {a}",
+        tofile=f"version {b}",
+    )
+    loaded = program_of(conn, who)
+    return {"program": loaded.program.key, "from_version": a, "to_version": b, "diff": "".join(lines)}
+
+
+@router.post("/program/versions", response_model=VersionSource, status_code=201, summary="Upload a new version")
+def upload_version(who: Admin, conn: Conn, body: VersionIn) -> Any:
+    """Validated first: a broken file is refused with every problem at its path."""
+    spec = parse_program(body.source)
+    compile_program(spec)
+    loaded = program_of(conn, who)
+    if spec.key != loaded.program.key:
+        raise ProgramInvalid([_issue("key", f"this key belongs to program {loaded.program.key!r}, not {spec.key!r}")])
+    result = programs.load(conn, spec, body.source, now=utcnow(), activate=body.activate)
+    return _version(conn, who.program_id, result.loaded.version)
+
+
+def _issue(path: str, message: str) -> Any:
+    from kinloop.domain.errors import Issue
+
+    return Issue(path, message)
+
+
+@router.post("/program/versions/{version}/activate", response_model=VersionOut, summary="Make a version active")
+def activate_version(who: Admin, conn: Conn, version: int) -> Any:
+    _version(conn, who.program_id, version)
+    conn.execute(
+        update(program_versions)
+        .where(program_versions.c.program_id == who.program_id)
+        .values(active=program_versions.c.version == version)
+    )
+    row = _version(conn, who.program_id, version)
+    return {k: v for k, v in row.items() if k != "source"}

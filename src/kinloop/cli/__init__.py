@@ -1,0 +1,1 @@
+"""The `kinloop` command line."""

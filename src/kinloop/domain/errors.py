@@ -1,0 +1,130 @@
+"""One error hierarchy with stable codes; the CLI and the HTTP API translate it at the edge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class KinloopError(Exception):
+    """Base of every error kinloop reports to a user."""
+
+    code = "error"
+
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+
+
+class InvalidInput(KinloopError, ValueError):
+    """A request or record that cannot be accepted as given."""
+
+    code = "invalid_input"
+
+
+class UnknownEventType(InvalidInput):
+    """The event's type is not declared by the program."""
+
+    code = "unknown_event_type"
+
+
+class InvalidAttribute(InvalidInput):
+    """An event attribute is missing or of the wrong type."""
+
+    code = "invalid_attribute"
+
+
+class UnknownCurrency(InvalidInput):
+    """The currency is not declared by the program."""
+
+    code = "unknown_currency"
+
+
+class InvalidAmount(InvalidInput):
+    """An amount that is not a positive number with the currency's precision."""
+
+    code = "invalid_amount"
+
+
+class NotFound(KinloopError, LookupError):
+    """Something named by the caller does not exist."""
+
+    code = "not_found"
+
+
+class UnknownMember(NotFound):
+    """No member with this id in the program."""
+
+    code = "unknown_member"
+
+
+class UnknownEvent(NotFound):
+    """No event with this id in the program."""
+
+    code = "unknown_event"
+
+
+class UnknownProgram(NotFound):
+    """No program loaded under this key (or none at all)."""
+
+    code = "unknown_program"
+
+
+class Refused(KinloopError):
+    """A well-formed request that the program's rules do not allow."""
+
+    code = "refused"
+
+
+class InsufficientBalance(Refused):
+    """The available balance is short of the amount asked for."""
+
+    code = "insufficient_balance"
+
+
+class NotSpendable(Refused):
+    """Growth currencies qualify for tiers and are never spent."""
+
+    code = "currency_not_spendable"
+
+
+class AlreadyReversed(Refused):
+    """The event has nothing left to reverse."""
+
+    code = "already_reversed"
+
+
+class IdempotencyConflict(KinloopError):
+    """An idempotency key was reused for a different request."""
+
+    code = "idempotency_conflict"
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One problem found in a program file, at a path such as `rules[3].cap.per_day`."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ProgramInvalid(KinloopError, ValueError):
+    """A program file with one or more problems, all reported at once."""
+
+    code = "program_invalid"
+
+    def __init__(self, issues: list[Issue], *, source: str | None = None) -> None:
+        self.issues = issues
+        self.source = source
+        head = f"{source}: " if source else ""
+        noun = "problem" if len(issues) == 1 else "problems"
+        super().__init__(f"{head}{len(issues)} {noun}\n" + "\n".join(f"  {i}" for i in issues))
+
+
+class NotInitialised(KinloopError):
+    """The database has no kinloop schema (or an older one) yet."""
+
+    code = "not_initialised"

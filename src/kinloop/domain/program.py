@@ -1,0 +1,177 @@
+"""A program in its compiled form: what the engine runs, built from a validated program file."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from kinloop.domain.amounts import Rounding, from_minor
+
+CurrencyKind = Literal["growth", "points"]
+ExpiryKind = Literal["never", "days", "months", "end_of_month", "end_of_year"]
+AttributeType = Literal["integer", "decimal", "string", "boolean", "timestamp"]
+Period = Literal["day", "week", "month", "lifetime"]
+PERIODS: tuple[Period, ...] = ("day", "week", "month", "lifetime")
+
+
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """When earned amounts expire: never; N days or N calendar months after earning; or at the
+    end of the Nth calendar month or year after the one they were earned in."""
+
+    kind: ExpiryKind = "never"
+    n: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """Earned amounts are held for `days`, or until an event of type `until_event` arrives
+    whose attribute `key` equals the earning event's, whichever comes first."""
+
+    days: int | None = None
+    until_event: str | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Currency:
+    key: str
+    name: str
+    unit: str
+    decimals: int
+    kind: CurrencyKind
+    expiry: Expiry = Expiry()
+    allow_negative: bool = False
+    transferable: bool = False
+    pending: Pending | None = None
+
+    @property
+    def spendable(self) -> bool:
+        return self.kind == "points"
+
+    def display(self, minor: int) -> str:
+        """An amount in the program's words: `12 Beans`, `3 ★`."""
+        return f"{from_minor(minor, self.decimals):,} {self.unit}"
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeSpec:
+    name: str
+    type: AttributeType
+    required: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class EventType:
+    key: str
+    attributes: Mapping[str, AttributeSpec]
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """A proportional award: `amount` for every `per` of the event's `attribute`."""
+
+    attribute: str
+    per: Decimal
+    amount: Decimal
+    rounding: Rounding = "full"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Maxima per member and period; amounts in minor units, or counts of awards."""
+
+    day: int | None = None
+    week: int | None = None
+    month: int | None = None
+    lifetime: int | None = None
+
+    pairs: tuple[tuple[Period, int], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Computed once: the engine asks for these for every rule of every event.
+        given: list[tuple[Period, int | None]] = [
+            ("day", self.day),
+            ("week", self.week),
+            ("month", self.month),
+            ("lifetime", self.lifetime),
+        ]
+        object.__setattr__(self, "pairs", tuple((p, v) for p, v in given if v is not None))
+
+    def items(self) -> tuple[tuple[Period, int], ...]:
+        return self.pairs
+
+
+NO_LIMITS = Limits()
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """A CEL expression compiled once per program version."""
+
+    source: str
+    compiled: Any
+    uses_member: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    key: str
+    name: str
+    event_type: str
+    currency: str
+    amount: int = 0  # fixed award in minor units
+    rate: Rate | None = None
+    condition: Condition | None = None
+    cap: Limits = NO_LIMITS  # amounts, in minor units of `currency`
+    limit: Limits = NO_LIMITS  # number of awards
+    first_time_bonus: int = 0
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    pending: Pending | None = None
+
+    periods: tuple[Period, ...] = field(init=False, repr=False, compare=False)
+    """The periods whose usage this rule must track."""
+
+    def __post_init__(self) -> None:
+        used = {p for p, _ in self.cap.pairs} | {p for p, _ in self.limit.pairs}
+        object.__setattr__(self, "periods", tuple(p for p in PERIODS if p in used))
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    key: str
+    name: str
+    threshold: int  # minor units of the ladder's currency
+
+
+@dataclass(frozen=True, slots=True)
+class Ladder:
+    """Tiers ordered from lowest to highest, qualified by a growth currency."""
+
+    currency: str
+    window: Literal["lifetime"]
+    tiers: tuple[Tier, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Program:
+    key: str
+    name: str
+    timezone: ZoneInfo
+    currencies: Mapping[str, Currency]
+    event_types: Mapping[str, EventType]
+    rules: tuple[Rule, ...]
+    ladder: Ladder | None
+    rules_by_type: Mapping[str, tuple[Rule, ...]] = field(default_factory=dict)
+
+    def rule(self, key: str) -> Rule | None:
+        for r in self.rules:
+            if r.key == key:
+                return r
+        return None

@@ -1,0 +1,394 @@
+"""Load a program file: YAML -> typed model -> semantic checks -> compiled domain Program.
+
+Every problem is collected with its path, so a broken file reports them all at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import cel
+import yaml
+from pydantic import ValidationError
+
+from kinloop.domain.amounts import to_minor
+from kinloop.domain.errors import InvalidAmount, Issue, ProgramInvalid
+from kinloop.domain.program import (
+    AttributeSpec,
+    Condition,
+    Currency,
+    EventType,
+    Expiry,
+    Ladder,
+    Limits,
+    Pending,
+    Program,
+    Rate,
+    Rule,
+    Tier,
+)
+from kinloop.program.schema import (
+    ExpirySpec,
+    PendingSpec,
+    PeriodLimits,
+    ProgramFile,
+)
+
+_NUMERIC = ("integer", "decimal")
+_SAMPLE = {
+    "integer": 1,
+    "decimal": 1.5,
+    "string": "x",
+    "boolean": True,
+    "timestamp": datetime(2026, 1, 1, tzinfo=UTC),
+}
+
+
+def program_schema() -> dict[str, Any]:
+    """The JSON Schema of program files, for editor completion."""
+    schema = ProgramFile.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "kinloop program"
+    return schema
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    msg = str(error["msg"])
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "is required"
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if kind == "string_pattern_mismatch":
+        return "must be lower_snake_case (letters, digits, underscores; starting with a letter)"
+    if kind == "timezone_aware":
+        return "must include a time zone offset (Z or +hh:mm)"
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind == "too_short":
+        return "must not be empty" if error.get("ctx", {}).get("min_length") == 1 else msg.replace("should", "must")
+    # Pydantic says "Input should be greater than 0"; a program author reads "must be ...".
+    for lead in ("Input should ", "String should ", "List should ", "Value should "):
+        if msg.startswith(lead):
+            return "must " + msg[len(lead) :]
+    return msg
+
+
+def _issues_from(exc: ValidationError) -> list[Issue]:
+    issues = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function"))))
+        issues.append(Issue(_path(loc), _message(err)))
+    return issues
+
+
+def parse_program(text: str, *, source: str | None = None) -> ProgramFile:
+    """Parse YAML text into the typed program model, or raise ProgramInvalid with every issue."""
+    if "\x00" in text:
+        raise ProgramInvalid([Issue("", "the file contains a NUL character")], source=source)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ProgramInvalid([Issue("", f"not valid YAML: {where}{problem}")], source=source) from exc
+    if not isinstance(data, dict):
+        raise ProgramInvalid([Issue("", "a program file must be a mapping at the top level")], source=source)
+    try:
+        return ProgramFile.model_validate(data)
+    except ValidationError as exc:
+        raise ProgramInvalid(_issues_from(exc), source=source) from exc
+
+
+def load_program(path: str | Path) -> tuple[Program, str]:
+    """Read, validate and compile a program file; returns the program and its source text."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProgramInvalid([Issue("", f"cannot read {p}: {exc}")], source=str(p)) from exc
+    return compile_program(parse_program(text, source=str(p)), source=str(p)), text
+
+
+def canonical_text(spec: ProgramFile) -> str:
+    """A stable rendering of a program, used to tell versions apart."""
+    return json.dumps(spec.model_dump(mode="json", exclude_none=True), sort_keys=True)
+
+
+class _Compiler:
+    def __init__(self, spec: ProgramFile) -> None:
+        self.spec = spec
+        self.issues: list[Issue] = []
+
+    def fail(self, path: str, message: str) -> None:
+        self.issues.append(Issue(path, message))
+
+    def minor(self, value: Decimal | None, currency: Currency | None, path: str) -> int:
+        if value is None:
+            return 0
+        if currency is None:
+            return int(value)
+        try:
+            return to_minor(value, currency.decimals)
+        except InvalidAmount:
+            self.fail(path, f"{value} has more than {currency.decimals} decimal places for {currency.key}")
+            return 0
+
+    def unique(self, keys: list[str], path: str) -> None:
+        seen: set[str] = set()
+        for i, key in enumerate(keys):
+            if key in seen:
+                self.fail(f"{path}[{i}].key", f"duplicate key {key!r}")
+            seen.add(key)
+
+    def timezone(self) -> ZoneInfo:
+        try:
+            return ZoneInfo(self.spec.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            self.fail("timezone", f"unknown time zone {self.spec.timezone!r} (use an IANA name such as Europe/Paris)")
+            return ZoneInfo("UTC")
+
+    def expiry(self, spec: ExpirySpec | None, kind: str, path: str) -> Expiry:
+        if spec is None or spec.never:
+            return Expiry()
+        if kind == "growth":
+            self.fail(path, "growth currencies do not expire (only points currencies can)")
+            return Expiry()
+        if spec.days is not None:
+            return Expiry("days", spec.days)
+        if spec.months is not None:
+            return Expiry("months", spec.months)
+        if spec.end_of_month is not None:
+            return Expiry("end_of_month", spec.end_of_month)
+        return Expiry("end_of_year", spec.end_of_year or 0)
+
+    def pending(self, spec: PendingSpec | None, path: str, earning_types: list[str]) -> Pending | None:
+        if spec is None:
+            return None
+        if spec.until_event is not None:
+            release = next((e for e in self.spec.event_types if e.key == spec.until_event), None)
+            if release is None:
+                self.fail(f"{path}.until_event", f"unknown event type {spec.until_event!r}")
+            elif spec.key not in release.attributes:
+                self.fail(f"{path}.key", f"event type {spec.until_event!r} has no attribute {spec.key!r}")
+            for et in dict.fromkeys(earning_types):
+                if et == spec.until_event:
+                    continue  # already checked as the release event
+                earning = next((e for e in self.spec.event_types if e.key == et), None)
+                if earning is not None and spec.key not in earning.attributes:
+                    self.fail(f"{path}.key", f"event type {et!r} has no attribute {spec.key!r}")
+        return Pending(spec.days, spec.until_event, spec.key)
+
+    def currencies(self) -> dict[str, Currency]:
+        out: dict[str, Currency] = {}
+        self.unique([c.key for c in self.spec.currencies], "currencies")
+        for i, c in enumerate(self.spec.currencies):
+            path = f"currencies[{i}]"
+            pending = self.pending(
+                c.pending, f"{path}.pending", [r.event for r in self.spec.rules if r.currency == c.key]
+            )
+            if c.kind == "growth" and c.transferable:
+                self.fail(f"{path}.transferable", "growth currencies cannot be transferred")
+            out[c.key] = Currency(
+                key=c.key,
+                name=c.name,
+                unit=c.unit or c.name,
+                decimals=c.decimals,
+                kind=c.kind,
+                expiry=self.expiry(c.expiry, c.kind, f"{path}.expiry"),
+                allow_negative=c.allow_negative,
+                transferable=c.transferable,
+                pending=pending,
+            )
+        return out
+
+    def event_types(self) -> dict[str, EventType]:
+        self.unique([e.key for e in self.spec.event_types], "event_types")
+        out: dict[str, EventType] = {}
+        for e in self.spec.event_types:
+            attrs = {}
+            for name, a in e.attributes.items():
+                attrs[name] = AttributeSpec(name, a.type, a.required)
+            out[e.key] = EventType(e.key, attrs, e.description)
+        return out
+
+    def limits(self, spec: PeriodLimits | None, currency: Currency | None, path: str) -> Limits:
+        if spec is None:
+            return Limits()
+
+        def conv(v: Decimal | None, name: str) -> int | None:
+            if v is None:
+                return None
+            if currency is None:
+                if v != v.to_integral_value():
+                    self.fail(f"{path}.{name}", "must be a whole number of awards")
+                return int(v)
+            return self.minor(v, currency, f"{path}.{name}")
+
+        return Limits(
+            conv(spec.per_day, "per_day"),
+            conv(spec.per_week, "per_week"),
+            conv(spec.per_month, "per_month"),
+            conv(spec.lifetime, "lifetime"),
+        )
+
+    def condition(self, source: str, event_type: EventType | None, path: str) -> Condition | None:
+        try:
+            compiled = cel.compile(source)
+        except ValueError as exc:
+            self.fail(path, f"not a valid CEL expression: {str(exc).splitlines()[0]}")
+            return None
+        variables = set(compiled.variables())
+        unknown = variables - {"event", "member"} - _comprehension_names(source)
+        if unknown:
+            self.fail(path, f"unknown variable(s) {', '.join(sorted(unknown))}: conditions see event and member")
+            return None
+        if event_type is not None:
+            self.check_condition(compiled, source, event_type, path)
+        return Condition(source, compiled, "member" in variables)
+
+    def check_condition(self, compiled: Any, source: str, event_type: EventType, path: str) -> None:
+        event = {n: _SAMPLE[a.type] for n, a in event_type.attributes.items()}
+        event["type"] = event_type.key
+        counters = {e.key: 1 for e in self.spec.event_types}
+        member = {
+            "id": "m",
+            "tier": "",
+            "profile": {},
+            "counters": counters,
+            "streaks": dict(counters),
+            "balances": {c.key: 1.0 for c in self.spec.currencies},
+        }
+        try:
+            result = compiled.execute({"event": event, "member": member})
+        except KeyError as exc:
+            if "profile" not in source:
+                self.fail(path, f"refers to {exc.args[0]!r}, which {event_type.key!r} events and members do not have")
+            return
+        except TypeError as exc:
+            self.fail(path, f"type error: {str(exc).split('.')[0]}")
+            return
+        except Exception:  # Runtime failures on sample values (a division by zero) are not type errors.
+            return
+        if not isinstance(result, bool):
+            self.fail(path, f"must evaluate to true or false, not {type(result).__name__}")
+
+    def rules(self, currencies: Mapping[str, Currency], types: Mapping[str, EventType]) -> list[Rule]:
+        self.unique([r.key for r in self.spec.rules], "rules")
+        out: list[Rule] = []
+        for i, r in enumerate(self.spec.rules):
+            path = f"rules[{i}]"
+            currency = currencies.get(r.currency)
+            if currency is None:
+                self.fail(f"{path}.currency", f"unknown currency {r.currency!r}")
+            event_type = types.get(r.event)
+            if event_type is None:
+                self.fail(f"{path}.event", f"unknown event type {r.event!r}")
+            rate = None
+            if r.rate is not None:
+                rate = Rate(r.rate.attribute, r.rate.per, r.rate.amount, r.rate.rounding)
+                if event_type is not None:
+                    attr = event_type.attributes.get(r.rate.attribute)
+                    if attr is None:
+                        self.fail(
+                            f"{path}.rate.attribute", f"event type {r.event!r} has no attribute {r.rate.attribute!r}"
+                        )
+                    elif attr.type not in _NUMERIC:
+                        self.fail(
+                            f"{path}.rate.attribute", f"attribute {r.rate.attribute!r} is a {attr.type}, not a number"
+                        )
+            condition = self.condition(r.condition, event_type, f"{path}.condition") if r.condition else None
+            out.append(
+                Rule(
+                    key=r.key,
+                    name=r.name or r.key.replace("_", " ").capitalize(),
+                    event_type=r.event,
+                    currency=r.currency,
+                    amount=self.minor(r.amount, currency, f"{path}.amount"),
+                    rate=rate,
+                    condition=condition,
+                    cap=self.limits(r.cap, currency, f"{path}.cap") if currency else Limits(),
+                    limit=self.limits(r.limit, None, f"{path}.limit"),
+                    first_time_bonus=self.minor(r.first_time_bonus, currency, f"{path}.first_time_bonus"),
+                    valid_from=r.valid_from,
+                    valid_to=r.valid_to,
+                    pending=self.pending(r.pending, f"{path}.pending", [r.event]),
+                )
+            )
+        return out
+
+    def ladder(self, currencies: Mapping[str, Currency]) -> Ladder | None:
+        spec = self.spec.ladder
+        if spec is None:
+            return None
+        currency = currencies.get(spec.currency)
+        if currency is None:
+            self.fail("ladder.currency", f"unknown currency {spec.currency!r}")
+        elif currency.kind != "growth":
+            self.fail("ladder.currency", f"{spec.currency!r} is a points currency; tiers qualify on a growth currency")
+        self.unique([t.key for t in spec.tiers], "ladder.tiers")
+        tiers = []
+        previous: Decimal | None = None
+        for i, t in enumerate(spec.tiers):
+            if previous is not None and t.threshold <= previous:
+                self.fail(f"ladder.tiers[{i}].threshold", f"must be greater than the tier before ({previous})")
+            previous = t.threshold
+            tiers.append(Tier(t.key, t.name, self.minor(t.threshold, currency, f"ladder.tiers[{i}].threshold")))
+        return Ladder(spec.currency, spec.window, tuple(tiers))
+
+
+def _comprehension_names(source: str) -> set[str]:
+    # Macros such as `list.all(x, x > 0)` bind names; CEL reports them as variables too.
+    names = set()
+    for macro in ("all(", "exists(", "exists_one(", "map(", "filter("):
+        start = 0
+        while (at := source.find(macro, start)) >= 0:
+            start = at + len(macro)
+            name = source[start:].split(",", 1)[0].strip()
+            if name.isidentifier():
+                names.add(name)
+    return names
+
+
+def compile_program(spec: ProgramFile, *, source: str | None = None) -> Program:
+    """Check what the schema cannot (references, order, CEL) and build the engine's Program."""
+    c = _Compiler(spec)
+    tz = c.timezone()
+    currencies = c.currencies()
+    types = c.event_types()
+    rules = c.rules(currencies, types)
+    ladder = c.ladder(currencies)
+    if c.issues:
+        raise ProgramInvalid(c.issues, source=source)
+    by_type: dict[str, list[Rule]] = {}
+    for rule in rules:
+        by_type.setdefault(rule.event_type, []).append(rule)
+    return Program(
+        key=spec.key,
+        name=spec.name,
+        timezone=tz,
+        currencies=currencies,
+        event_types=types,
+        rules=tuple(rules),
+        ladder=ladder,
+        rules_by_type={k: tuple(v) for k, v in by_type.items()},
+    )

@@ -1,0 +1,172 @@
+"""The program file format, as Pydantic models (its JSON Schema is `kinloop schema`)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+Key = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
+Positive = Annotated[Decimal, Field(gt=0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ExpirySpec(Strict):
+    """Exactly one of: `never: true`, `days`, `months`, `end_of_month`, `end_of_year`."""
+
+    never: bool | None = None
+    days: Annotated[int, Field(gt=0)] | None = Field(None, description="N days after earning")
+    months: Annotated[int, Field(gt=0)] | None = Field(None, description="N calendar months after earning")
+    end_of_month: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="at the end of the Nth calendar month after the month of earning"
+    )
+    end_of_year: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="at the end of the Nth calendar year after the year of earning"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _never_shorthand(cls, data: object) -> object:
+        return {"never": True} if data == "never" else data
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ExpirySpec:
+        chosen = [k for k, v in self.model_dump().items() if v not in (None, False)]
+        if len(chosen) != 1:
+            raise ValueError("give exactly one of never, days, months, end_of_month, end_of_year")
+        return self
+
+
+class PendingSpec(Strict):
+    """Hold earned amounts (visible, not spendable) for `days`, or until a release event."""
+
+    days: Annotated[int, Field(gt=0)] | None = None
+    until_event: Key | None = Field(None, description="event type that releases the amount")
+    key: str | None = Field(None, description="attribute shared by the earning and release events")
+
+    @model_validator(mode="after")
+    def _something(self) -> PendingSpec:
+        if self.days is None and self.until_event is None:
+            raise ValueError("give days, until_event, or both")
+        if self.until_event is not None and not self.key:
+            raise ValueError("until_event needs key: the attribute that links the two events")
+        return self
+
+
+class CurrencySpec(Strict):
+    key: Key
+    name: str = Field(min_length=1, max_length=200, description="display name, e.g. Stars")
+    unit: str | None = Field(
+        None, max_length=32, description="symbol or unit shown after amounts, e.g. ★; defaults to name"
+    )
+    decimals: Annotated[int, Field(ge=0, le=6)] = 0
+    kind: Literal["growth", "points"]
+    expiry: ExpirySpec | None = None
+    allow_negative: bool = False
+    transferable: bool = False
+    pending: PendingSpec | None = None
+
+
+AttributeTypeName = Literal["integer", "decimal", "string", "boolean", "timestamp"]
+
+
+class AttributeSpecModel(Strict):
+    type: AttributeTypeName
+    required: bool = True
+
+
+_TYPE_NAMES = ("integer", "decimal", "string", "boolean", "timestamp")
+
+
+def _attribute_shorthand(value: object) -> object:
+    # `amount: decimal` is short for `amount: {type: decimal}`; checked here so that a wrong
+    # name is one problem at the attribute, not one per way of writing it.
+    if isinstance(value, str):
+        if value not in _TYPE_NAMES:
+            raise ValueError(f"unknown type {value!r}: use one of {', '.join(_TYPE_NAMES)}")
+        return {"type": value}
+    return value
+
+
+AttributeDeclaration = Annotated[AttributeSpecModel, BeforeValidator(_attribute_shorthand)]
+
+
+class EventTypeSpec(Strict):
+    key: Key
+    description: str = ""
+    attributes: dict[Key, AttributeDeclaration] = Field(
+        default_factory=dict, description="name: type, or name: {type, required}"
+    )
+
+
+class RateSpec(Strict):
+    """`amount` for every `per` of the event attribute `attribute`."""
+
+    attribute: str = "amount"
+    per: Positive = Decimal(1)
+    amount: Positive = Decimal(1)
+    rounding: Literal["full", "down", "up", "half_up", "half_even"] = Field(
+        "full",
+        description="full: only whole blocks of `per` count; the others round the product",
+    )
+
+
+class PeriodLimits(Strict):
+    per_day: Positive | None = None
+    per_week: Positive | None = None
+    per_month: Positive | None = None
+    lifetime: Positive | None = None
+
+
+class RuleSpec(Strict):
+    key: Key
+    name: str | None = Field(None, max_length=200)
+    event: Key = Field(description="event type this rule listens to")
+    currency: Key
+    amount: Positive | None = Field(None, description="fixed award")
+    rate: RateSpec | None = Field(None, description="proportional award")
+    condition: str | None = Field(None, description="CEL over `event` and `member`")
+    cap: PeriodLimits | None = Field(None, description="most this rule gives a member per period")
+    limit: PeriodLimits | None = Field(None, description="most awards of this rule per member and period")
+    first_time_bonus: Positive | None = None
+    valid_from: AwareDatetime | None = None
+    valid_to: AwareDatetime | None = None
+    pending: PendingSpec | None = None
+
+    @model_validator(mode="after")
+    def _amount_or_rate(self) -> RuleSpec:
+        if (self.amount is None) == (self.rate is None):
+            raise ValueError("give exactly one of amount (fixed) or rate (proportional)")
+        if self.valid_from and self.valid_to and self.valid_from >= self.valid_to:
+            raise ValueError("valid_from must be before valid_to")
+        return self
+
+
+class TierSpec(Strict):
+    key: Key
+    name: str = Field(min_length=1, max_length=200)
+    threshold: Annotated[Decimal, Field(ge=0)]
+
+
+class LadderSpec(Strict):
+    currency: Key = Field(description="growth currency that qualifies members")
+    window: Literal["lifetime"] = Field(
+        "lifetime", description="qualification window; rolling and calendar windows come later"
+    )
+    tiers: list[TierSpec] = Field(min_length=1)
+
+
+class ProgramFile(Strict):
+    """A kinloop program: currencies, event types, rules and the tier ladder."""
+
+    key: Key
+    name: str = Field(min_length=1, max_length=200)
+    timezone: str = Field("UTC", description="IANA zone for days, weeks and months")
+    currencies: list[CurrencySpec] = Field(min_length=1)
+    event_types: list[EventTypeSpec] = Field(min_length=1)
+    rules: list[RuleSpec] = Field(default_factory=list)
+    ladder: LadderSpec | None = None

@@ -1,0 +1,338 @@
+"""Members: creation on first sight, their state for the engine, and how they are shown."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from kinloop.domain.errors import InvalidInput, UnknownMember
+from kinloop.domain.program import Program
+from kinloop.domain.rules import Activity, FirstAward, MemberState, Usage
+from kinloop.domain.tiers import progress
+from kinloop.services.book import Book, chunks, lock_members
+from kinloop.services.programs import LoadedProgram
+from kinloop.store.bulk import select_in, upsert_rows
+from kinloop.store.db import insert_ignore
+from kinloop.store.tables import activity, balances, first_awards, lots, members, rule_usage
+
+
+@dataclass(slots=True)
+class MemberRow:
+    pk: int
+    member_id: str
+    tier: str | None
+    profile: Mapping[str, Any]
+
+
+def ensure(conn: Connection, program_id: int, member_ids: Iterable[str], now: datetime) -> dict[str, MemberRow]:
+    """The members with these ids, created if new, locked for this transaction."""
+    ids = sorted(set(member_ids))
+    found = _fetch(conn, program_id, ids)
+    missing = [m for m in ids if m not in found]
+    if missing:
+        insert_ignore(
+            conn,
+            members,
+            [
+                {"program_id": program_id, "member_id": m, "tier": None, "profile": {}, "created_at": now}
+                for m in missing
+            ],
+            ("program_id", "member_id"),
+        )
+        found.update(_fetch(conn, program_id, missing))
+    lock_members(conn, (r.pk for r in found.values()))
+    return found
+
+
+def _fetch(conn: Connection, program_id: int, ids: list[str]) -> dict[str, MemberRow]:
+    out: dict[str, MemberRow] = {}
+    for part in chunks(ids):
+        for pk, member_id, tier, profile in select_in(
+            conn, members, ("id", "member_id", "tier", "profile"), "member_id", part, also=("program_id", [program_id])
+        ):
+            if isinstance(profile, str):  # SQLite hands JSON back as text
+                profile = json.loads(profile)
+            out[member_id] = MemberRow(pk, member_id, tier, profile or {})
+    return out
+
+
+def get(conn: Connection, program_id: int, member_id: str, *, lock: bool = False) -> MemberRow:
+    """One member, or UnknownMember."""
+    found = _fetch(conn, program_id, [member_id])
+    if member_id not in found:
+        raise UnknownMember(f"no member {member_id!r} in this program", field="member_id")
+    row = found[member_id]
+    if lock:
+        lock_members(conn, [row.pk])
+    return row
+
+
+def load_states(
+    conn: Connection, program: Program, rows: Iterable[MemberRow], book: Book, periods: set[str]
+) -> dict[int, MemberState]:
+    """What the engine needs of each member: tier, profile, activity, usage in `periods`."""
+    states: dict[int, MemberState] = {}
+    pks = []
+    for r in rows:
+        pks.append(r.pk)
+    book.load_balances(pks)
+    for r in rows:
+        states[r.pk] = MemberState(r.member_id, r.tier, r.profile, book.available(r.pk))
+    wanted = sorted(periods)
+    for part in chunks(sorted(pks)):
+        for pk, etype, count, last_day, streak in select_in(
+            conn, activity, ("member_pk", "event_type", "count", "last_day", "streak"), "member_pk", part
+        ):
+            states[pk].activity[etype] = Activity(count, date.fromordinal(last_day) if last_day else None, streak)
+        if wanted and any(r.periods for r in program.rules):
+            for pk, rule, period, amount, times in select_in(
+                conn,
+                rule_usage,
+                ("member_pk", "rule", "period", "amount", "times"),
+                "member_pk",
+                part,
+                also=("period", wanted),
+            ):
+                states[pk].usage[(rule, period)] = Usage(amount, times)
+        if any(r.first_time_bonus for r in program.rules):
+            for pk, rule, at, event_id in conn.execute(
+                select(
+                    first_awards.c.member_pk, first_awards.c.rule, first_awards.c.occurred_at, first_awards.c.event_id
+                ).where(first_awards.c.member_pk.in_(part))
+            ):
+                states[pk].firsts[rule] = FirstAward(at, event_id)
+    return states
+
+
+def save_states(
+    conn: Connection,
+    states: Mapping[int, MemberState],
+    activity_keys: set[tuple[int, str]],
+    usage_keys: set[tuple[int, str, str]],
+    first_keys: set[tuple[int, str]],
+) -> None:
+    """Write back the activity, usage and first-time holders the batch changed."""
+    act_rows = []
+    for pk, t in sorted(activity_keys):
+        a = states[pk].activity[t]
+        last = a.last_day.toordinal() if a.last_day else None
+        act_rows.append({"member_pk": pk, "event_type": t, "count": a.count, "last_day": last, "streak": a.streak})
+    upsert_rows(conn, activity, act_rows, ("member_pk", "event_type"))
+    upsert_rows(
+        conn,
+        rule_usage,
+        [
+            {
+                "member_pk": pk,
+                "rule": rule,
+                "period": period,
+                "amount": states[pk].usage[(rule, period)].amount,
+                "times": states[pk].usage[(rule, period)].times,
+            }
+            for pk, rule, period in sorted(usage_keys)
+        ],
+        ("member_pk", "rule", "period"),
+    )
+    upsert_rows(
+        conn,
+        first_awards,
+        [
+            {
+                "member_pk": pk,
+                "rule": rule,
+                "occurred_at": states[pk].firsts[rule].occurred_at,
+                "event_id": states[pk].firsts[rule].event_id,
+            }
+            for pk, rule in sorted(first_keys)
+        ],
+        ("member_pk", "rule"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    """A member as members and operators see them, in the program's words."""
+
+    member_id: str
+    tier: dict[str, str] | None
+    balances: dict[str, int | str]
+    pending: dict[str, int | str]
+    display: dict[str, str]
+    next_tier: dict[str, Any] | None
+    expiring: list[dict[str, Any]]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "member_id": self.member_id,
+            "balances": self.balances,
+            "pending": self.pending,
+            "tier": self.tier,
+            "next_tier": self.next_tier,
+            "expiring": self.expiring,
+            "display": self.display,
+        }
+
+
+def show(
+    conn: Connection, loaded: LoadedProgram, member_id: str, *, now: datetime, expiring_days: int = 30
+) -> MemberView:
+    """Balances, tier, progress to the next tier and soon-expiring amounts of one member."""
+    from datetime import timedelta
+
+    program = loaded.program
+    row = get(conn, loaded.program_id, member_id)
+    amounts = dict.fromkeys(program.currencies, (0, 0))
+    for cur, avail, pend in conn.execute(
+        select(balances.c.currency, balances.c.available, balances.c.pending).where(balances.c.member_pk == row.pk)
+    ):
+        amounts[cur] = (avail, pend)
+    bal_json = {}
+    pend_json = {}
+    display = {}
+    for key, currency in program.currencies.items():
+        avail, pend = amounts.get(key, (0, 0))
+        bal_json[key] = _number(avail, currency.decimals)
+        pend_json[key] = _number(pend, currency.decimals)
+        display[key] = currency.display(avail) + (f" (+{currency.display(pend)} pending)" if pend else "")
+    tier = None
+    next_tier = None
+    if program.ladder is not None:
+        ladder = program.ladder
+        currency = program.currencies[ladder.currency]
+        prog = progress(ladder, amounts.get(ladder.currency, (0, 0))[0])
+        current = next((t for t in ladder.tiers if t.key == row.tier), prog.tier)
+        if current is not None:
+            tier = {"key": current.key, "name": current.name}
+        if prog.next is not None:
+            next_tier = {
+                "key": prog.next.key,
+                "name": prog.next.name,
+                "missing": _number(prog.missing, currency.decimals),
+                "text": f"{currency.display(prog.missing)} to {prog.next.name}",
+            }
+    horizon = now + timedelta(days=expiring_days)
+    soon: dict[tuple[str, date], int] = {}
+    for cur, remaining, at in conn.execute(
+        select(lots.c.currency, lots.c.remaining, lots.c.expires_at).where(
+            lots.c.member_pk == row.pk,
+            lots.c.remaining > 0,
+            lots.c.expires_at.is_not(None),
+            lots.c.expires_at <= horizon,
+            lots.c.status == "available",
+        )
+    ):
+        key2 = (cur, at.astimezone(program.timezone).date())
+        soon[key2] = soon.get(key2, 0) + remaining
+    expiring = [
+        {
+            "currency": cur,
+            "amount": _number(amt, program.currencies[cur].decimals),
+            "on": day.isoformat(),
+            "text": f"{program.currencies[cur].display(amt)} expire on {day.isoformat()}",
+        }
+        for (cur, day), amt in sorted(soon.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+    ]
+    return MemberView(row.member_id, tier, bal_json, pend_json, display, next_tier, expiring)
+
+
+def _number(minor: int, decimals: int) -> int | str:
+    """JSON numbers for whole-unit currencies, exact decimal strings otherwise."""
+    if decimals == 0:
+        return minor
+    from kinloop.domain.amounts import from_minor
+
+    return str(from_minor(minor, decimals))
+
+
+def by_pks(conn: Connection, pks: list[int]) -> dict[int, str]:
+    out = {}
+    for part in chunks(sorted(pks)):
+        for pk, mid in conn.execute(select(members.c.id, members.c.member_id).where(members.c.id.in_(part))):
+            out[pk] = mid
+    return out
+
+
+PROFILE_FIELDS = ("display_name", "birthday", "timezone", "joined_at")
+
+
+def profile_from(given: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored profile: the known fields, and free attributes beside them (known fields win)."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    tz = given.get("timezone")
+    if tz is not None:
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise InvalidInput(f"unknown time zone {tz!r}", field="timezone") from None
+    for name in ("birthday", "joined_at"):
+        if given.get(name) is not None:
+            try:
+                date.fromisoformat(given[name])
+            except ValueError:
+                raise InvalidInput(f"{given[name]!r} is not a date (YYYY-MM-DD)", field=name) from None
+    profile: dict[str, Any] = dict(given.get("attributes") or {})
+    profile.update({k: given[k] for k in PROFILE_FIELDS if given.get(k) is not None})
+    return profile
+
+
+def set_profile(conn: Connection, program_id: int, member_id: str, profile: dict[str, Any], *, now: datetime) -> None:
+    """Replace a member's profile, creating the member if new."""
+    from sqlalchemy import update
+
+    row = ensure(conn, program_id, [member_id], now)[member_id]
+    conn.execute(update(members).where(members.c.id == row.pk).values(profile=profile))
+
+
+def history(
+    conn: Connection, loaded: LoadedProgram, member_id: str, *, before: int | None, limit: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of a member's ledger entries, newest first, and the cursor of the next page."""
+    from sqlalchemy import outerjoin
+
+    from kinloop.domain import ledger as L
+    from kinloop.store.tables import entries, events
+
+    row = get(conn, loaded.program_id, member_id)
+    query = (
+        select(entries, events.c.event_id.label("event_ref"))
+        .select_from(outerjoin(entries, events, events.c.id == entries.c.event_pk))
+        .where(entries.c.member_pk == row.pk)
+        .order_by(entries.c.id.desc())
+        .limit(limit + 1)
+    )
+    if before is not None:
+        query = query.where(entries.c.id < before)
+    rows = conn.execute(query).all()
+    out = []
+    for e in rows[:limit]:
+        currency = loaded.program.currencies.get(e.currency)
+        decimals = currency.decimals if currency else 0
+        sign = (e.to_account in L.MEMBER_ACCOUNTS) - (e.from_account in L.MEMBER_ACCOUNTS)
+        if e.from_account in L.MEMBER_ACCOUNTS and e.to_account in L.MEMBER_ACCOUNTS:
+            sign = 0  # pending -> available moves nothing in or out
+        out.append(
+            {
+                "entry_id": e.id,
+                "kind": e.kind,
+                "currency": e.currency,
+                "amount": _number(e.amount, decimals),
+                "signed": _number(sign * e.amount, decimals),
+                "from": e.from_account,
+                "to": e.to_account,
+                "event_id": e.event_ref,
+                "rule": e.rule,
+                "reason": e.reason,
+                "actor": e.actor,
+                "effective_at": e.effective_at.isoformat(),
+                "created_at": e.created_at.isoformat(),
+                "text": currency.display(e.amount) if currency else str(e.amount),
+            }
+        )
+    next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
+    return out, next_cursor

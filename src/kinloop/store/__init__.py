@@ -1,0 +1,1 @@
+"""Storage: SQLAlchemy 2 tables, engines for SQLite and PostgreSQL, Alembic migrations."""

@@ -1,0 +1,109 @@
+"""Engines and the few places where SQLite and PostgreSQL differ, behind one helper each."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from kinloop.domain.errors import InvalidInput
+
+DEFAULT_URL = "sqlite:///kinloop.db"
+
+
+def database_url(given: str | None) -> str:
+    """`--db`, else `KINLOOP_DATABASE_URL`, else a SQLite file in the working directory."""
+    url = given or os.environ.get("KINLOOP_DATABASE_URL") or DEFAULT_URL
+    if url.startswith(("postgresql://", "postgres://")):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def connect(url: str | None = None, **kwargs: Any) -> Engine:
+    """An engine for the URL; SQLite gets WAL, foreign keys and `BEGIN IMMEDIATE`."""
+    url = database_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise InvalidInput(f"not a database URL: {url!r}", field="db") from exc
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(url, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    if parsed.get_backend_name() != "postgresql":
+        raise InvalidInput(f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql", field="db")
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide when transactions begin (see "begin" below).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # Writers take the write lock up front: a deferred transaction that reads and then
+        # writes can fail with "database is locked" when another writer got there in between.
+        # Readers (see `readonly`) begin deferred; in WAL mode they never wait for writers.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("kinloop_readonly") else "BEGIN IMMEDIATE")
+
+
+def readonly(engine: Engine) -> Engine:
+    """The same engine (and pool) for transactions that only read."""
+    return engine.execution_options(kinloop_readonly=True)
+
+
+def is_sqlite(conn: Connection) -> bool:
+    return conn.dialect.name == "sqlite"
+
+
+def reserve_ids(conn: Connection, table: Table, n: int, *, above: int = 0) -> list[int]:
+    """Allocate `n` primary keys before inserting, so rows can reference each other in bulk.
+
+    `above` is the highest id this transaction already reserved and has not inserted yet.
+    """
+    if n == 0:
+        return []
+    if is_sqlite(conn):
+        # Safe because the transaction holds SQLite's single write lock (BEGIN IMMEDIATE).
+        top = conn.execute(select(func.max(table.c.id))).scalar() or 0
+        start = max(top, above) + 1
+        return list(range(start, start + n))
+    # One row holding all the ids: fetching n rows costs more than drawing n values.
+    ids = conn.exec_driver_sql(
+        f"SELECT array_agg(nextval(pg_get_serial_sequence('{table.name}', 'id'))) FROM generate_series(1, %s)",
+        (n,),
+    ).scalar_one()
+    return list(ids)
+
+
+def upsert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Iterable[str]) -> None:
+    """Insert rows, or overwrite the non-key columns of rows that already exist."""
+    if not rows:
+        return
+    key_cols = list(keys)
+    dialect_insert = sqlite.insert if is_sqlite(conn) else postgresql.insert
+    stmt = dialect_insert(table)
+    updates = {c: stmt.excluded[c] for c in rows[0] if c not in key_cols}
+    conn.execute(stmt.on_conflict_do_update(index_elements=key_cols, set_=updates), list(rows))
+
+
+def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Iterable[str]) -> None:
+    """Insert rows that do not exist yet (by the unique `keys`), leaving existing ones alone."""
+    if not rows:
+        return
+    dialect_insert = sqlite.insert if is_sqlite(conn) else postgresql.insert
+    stmt = dialect_insert(table).on_conflict_do_nothing(index_elements=list(keys))
+    conn.execute(stmt, list(rows))

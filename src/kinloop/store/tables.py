@@ -1,0 +1,373 @@
+"""The database schema (SQLAlchemy Core). One model for SQLite and PostgreSQL: `JSON`, not
+`JSONB`; datetimes stored as UTC; a naming convention so migrations can name constraints."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only aliases the rowid for a column declared exactly INTEGER PRIMARY KEY.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware datetimes in, UTC out; SQLite keeps them as naive UTC text."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        stamp: datetime = value
+        return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
+
+
+programs = Table(
+    "programs",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("key", String(64), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+program_versions = Table(
+    "program_versions",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("program_id", Id, ForeignKey("programs.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("active", Boolean, nullable=False, default=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("program_id", "version"),
+)
+
+members = Table(
+    "members",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("program_id", Id, ForeignKey("programs.id"), nullable=False),
+    Column("member_id", String(200), nullable=False),
+    Column("tier", String(64)),
+    Column("profile", JSON, nullable=False, default=dict),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("program_id", "member_id"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("program_id", Id, nullable=False),
+    Column("event_id", String(200), nullable=False),
+    Column("member_pk", Id, ForeignKey("members.id"), nullable=False, index=True),
+    Column("type", String(64), nullable=False),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("attributes", JSON, nullable=False),
+    Column("program_version_id", Id, nullable=False),
+    # What the rules decided, kept so that a repeat returns the first result and
+    # `kinloop explain` can answer for any past event.
+    Column("outcome", JSON, nullable=False),
+    Column("refunded", String(40)),
+    UniqueConstraint("program_id", "event_id"),
+)
+
+# The ledger tables are written for every event. Their references to programs, versions and
+# other entries are checked by the code that writes them and by `kinloop verify`, not by
+# foreign keys: PostgreSQL runs a trigger per key and row, and those were most of its cost.
+# The keys to members and events stay.
+entries = Table(
+    "entries",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("program_id", Id, nullable=False),
+    Column("member_pk", Id, ForeignKey("members.id"), nullable=False),
+    Column("currency", String(64), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("from_account", String(32), nullable=False),
+    Column("to_account", String(32), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("event_pk", Id, ForeignKey("events.id"), index=True),
+    Column("rule", String(64)),
+    Column("award_kind", String(32)),
+    Column("program_version_id", Id),
+    Column("reverses", Id),
+    Column("idempotency_key", String(200)),
+    Column("actor", String(200)),
+    Column("reason", Text),
+    Column("effective_at", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    CheckConstraint("amount > 0", name="amount_positive"),
+    CheckConstraint("from_account <> to_account", name="two_accounts"),
+    # Partial: only spends, adjustments and expiries carry a key, and ingestion should not
+    # pay for indexing the NULLs of every earned entry.
+    Index(
+        "uq_entries_idempotency_key",
+        "program_id",
+        "idempotency_key",
+        unique=True,
+        sqlite_where=text("idempotency_key IS NOT NULL"),
+        postgresql_where=text("idempotency_key IS NOT NULL"),
+    ),
+    Index("ix_entries_member_currency", "member_pk", "currency"),
+)
+
+lots = Table(
+    "lots",
+    metadata,
+    # A lot shares its id with the entry that created it.
+    Column("id", Id, ForeignKey("entries.id"), primary_key=True, autoincrement=False),
+    Column("member_pk", Id, ForeignKey("members.id"), nullable=False),
+    Column("currency", String(64), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("remaining", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("earned_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime),
+    Column("event_pk", Id),
+    Column("pending_until", UTCDateTime),
+    Column("release_key", String(200)),
+    CheckConstraint(
+        "(amount >= 0 AND remaining >= 0 AND remaining <= amount)"
+        " OR (amount < 0 AND remaining >= amount AND remaining <= 0)",
+        name="remaining_within_amount",
+    ),
+    Index("ix_lots_member_currency", "member_pk", "currency", "status"),
+    Index("ix_lots_expires_at", "expires_at"),
+    Index(
+        "ix_lots_pending_until",
+        "pending_until",
+        sqlite_where=text("pending_until IS NOT NULL"),
+        postgresql_where=text("pending_until IS NOT NULL"),
+    ),
+    Index(
+        "ix_lots_release_key",
+        "release_key",
+        sqlite_where=text("release_key IS NOT NULL"),
+        postgresql_where=text("release_key IS NOT NULL"),
+    ),
+)
+
+lot_movements = Table(
+    "lot_movements",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("entry_id", Id, ForeignKey("entries.id"), nullable=False, index=True),
+    Column("lot_id", Id, ForeignKey("lots.id"), nullable=False, index=True),
+    Column("amount", BigInteger, nullable=False),
+)
+
+balances = Table(
+    "balances",
+    metadata,
+    Column("member_pk", Id, ForeignKey("members.id"), primary_key=True),
+    Column("currency", String(64), primary_key=True),
+    Column("available", BigInteger, nullable=False),
+    Column("pending", BigInteger, nullable=False),
+    CheckConstraint("pending >= 0", name="pending_not_negative"),
+)
+
+activity = Table(
+    "activity",
+    metadata,
+    Column("member_pk", Id, ForeignKey("members.id"), primary_key=True),
+    Column("event_type", String(64), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+    # A day number (date.toordinal()): read and written for every event, so kept cheap.
+    Column("last_day", Integer),
+    Column("streak", Integer, nullable=False),
+)
+
+rule_usage = Table(
+    "rule_usage",
+    metadata,
+    Column("member_pk", Id, ForeignKey("members.id"), primary_key=True),
+    # Period before rule: a batch reads the current periods of its members, not their history.
+    Column("period", String(16), primary_key=True),
+    Column("rule", String(64), primary_key=True),
+    Column("amount", BigInteger, nullable=False),
+    Column("times", BigInteger, nullable=False),
+)
+
+first_awards = Table(
+    "first_awards",
+    metadata,
+    Column("member_pk", Id, ForeignKey("members.id"), primary_key=True),
+    Column("rule", String(64), primary_key=True),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("event_id", String(200), nullable=False),
+)
+
+tier_changes = Table(
+    "tier_changes",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("member_pk", Id, ForeignKey("members.id"), nullable=False, index=True),
+    Column("from_tier", String(64)),
+    Column("to_tier", String(64)),
+    Column("reason", String(200), nullable=False),
+    Column("event_pk", Id, ForeignKey("events.id")),
+    Column("at", UTCDateTime, nullable=False),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("program_id", Id, ForeignKey("programs.id")),
+    Column("at", UTCDateTime, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(200)),
+    Column("reason", Text),
+    Column("details", JSON, nullable=False, default=dict),
+)
+
+ingest_checkpoints = Table(
+    "ingest_checkpoints",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("program_id", Id, ForeignKey("programs.id"), nullable=False),
+    Column("source", String(500), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("line", BigInteger, nullable=False),
+    Column("byte_offset", BigInteger, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("program_id", "source"),
+)
+
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("program_id", Id, ForeignKey("programs.id"), nullable=False),
+    # The key's public part: shown in listings, used to find the row; the secret is only hashed.
+    Column("prefix", String(16), nullable=False, unique=True),
+    Column("secret_hash", String(64), nullable=False),
+    Column("scope", String(16), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("rate_limit", Integer),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+    CheckConstraint("scope IN ('admin', 'ingest', 'read')", name="known_scope"),
+)
+
+app_secrets = Table(
+    "app_secrets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(200), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# --- webhooks -------------------------------------------------------------------------------
+# Changes that integrators subscribe to are written to the outbox in the transaction that
+# makes them; the delivery worker sends each message to every subscription that wanted it.
+
+webhook_subscriptions = Table(
+    "webhook_subscriptions",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("program_id", Id, ForeignKey("programs.id"), nullable=False, index=True),
+    Column("url", String(2000), nullable=False),
+    # Kept in the clear: the worker needs it to sign every request (it cannot be hashed).
+    Column("secret", String(100), nullable=False),
+    Column("kinds", JSON, nullable=False),
+    Column("description", String(200)),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("deactivated_at", UTCDateTime),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Id, primary_key=True),
+    # No foreign key: written in bulk on the ingest path, like `events`.
+    Column("program_id", Id, nullable=False),
+    Column("kind", String(64), nullable=False),
+    # The message's idempotency id, sent as `kinloop-message-id`: the same change always
+    # gets the same id, so a receiver can drop repeats of an at-least-once delivery.
+    Column("message_id", String(64), nullable=False, unique=True),
+    Column("payload", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("subscription_id", Id, ForeignKey("webhook_subscriptions.id"), nullable=False),
+    Column("outbox_id", Id, ForeignKey("outbox.id"), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    # When a pending delivery is next due; a claimed one is pushed past its worker's lease,
+    # so that it comes due again if that worker dies. NULL once delivered or failed.
+    Column("next_attempt_at", UTCDateTime),
+    Column("last_status_code", Integer),
+    Column("last_error", Text),
+    Column("delivered_at", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="known_status"),
+    UniqueConstraint("subscription_id", "outbox_id"),
+    # What the worker claims: only pending deliveries are indexed.
+    Index(
+        "ix_webhook_deliveries_due",
+        "next_attempt_at",
+        sqlite_where=text("status = 'pending'"),
+        postgresql_where=text("status = 'pending'"),
+    ),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("delivery_id", Id, ForeignKey("webhook_deliveries.id"), nullable=False, index=True),
+    Column("attempt", Integer, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("status_code", Integer),
+    Column("error", Text),
+    Column("duration_ms", Integer),
+)

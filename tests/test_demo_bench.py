@@ -1,0 +1,60 @@
+"""`kinloop demo` and `kinloop bench ingest` produce what they promise (small sizes)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from kinloop.bench import generate
+from kinloop.cli.app import app
+from kinloop.services import programs
+from kinloop.services.verify import verify
+from kinloop.store.db import connect
+
+runner = CliRunner()
+
+
+def test_demo_builds_a_verified_program_and_prints_its_summary(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    result = runner.invoke(app, ["demo", "--db", url, "--members", "120", "--days", "20", "--no-serve"])
+    assert result.exit_code == 0, result.output
+    assert "members per tier" in result.output
+    assert "Stars" in result.output
+    assert "Beans" in result.output
+    engine = connect(url)
+    with engine.connect() as conn:
+        loaded = programs.active(conn)
+        report = verify(conn, loaded)
+    assert loaded.program.key == "coffee"
+    assert report.ok, report.mismatches
+    assert report.members > 50
+    assert report.entries > report.members
+
+
+def test_demo_refuses_a_database_that_already_holds_a_program(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    assert runner.invoke(app, ["demo", "--db", url, "--members", "20", "--days", "2", "--no-serve"]).exit_code == 0
+    again = runner.invoke(app, ["demo", "--db", url, "--members", "20", "--days", "2", "--no-serve"])
+    assert again.exit_code == 2
+    assert "already holds a program" in again.output
+
+
+def test_bench_ingest_json_reports_the_figures_against_the_raw_ceiling() -> None:
+    result = runner.invoke(app, ["bench", "ingest", "--events", "600", "--batch-size", "200", "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output)
+    assert figures["mode"] == "batched"
+    assert figures["events"] == 600
+    for key in ("events_per_s", "raw_rows_per_s", "rows_per_event", "ratio"):
+        assert figures[key] > 0
+    # Every event is written, and purchases write entries and lots besides.
+    assert figures["rows_per_event"] > 1
+
+
+def test_bench_generator_is_deterministic_and_uses_every_event_type() -> None:
+    first = list(generate(500, seed=3))
+    assert first == list(generate(500, seed=3))
+    assert {e["type"] for e in first} == {"purchase", "check_in", "review", "share", "referral", "profile_completed"}
+    assert len({e["event_id"] for e in first}) == 500
