@@ -128,3 +128,46 @@ class NotInitialised(KinloopError):
     """The database has no kinloop schema (or an older one) yet."""
 
     code = "not_initialised"
+
+
+# --- draws, red envelopes, shared goals ---
+
+
+class InvalidPrizePool(InvalidInput):
+    """A draw's prize pool cannot be used as given (odds, stock, keys); every problem at once."""
+
+    code = "invalid_prize_pool"
+
+    def __init__(self, issues: list[Issue]) -> None:
+        super().__init__("; ".join(str(i) for i in issues), field=issues[0].path if issues else None)
+        self.issues = issues
+
+
+class NotTransferable(InvalidInput):
+    """The currency is not marked transferable by the program."""
+
+    code = "currency_not_transferable"
+
+
+class SelfTransfer(InvalidInput):
+    """A member cannot send an envelope to themselves."""
+
+    code = "self_transfer"
+
+
+class LimitReached(Refused):
+    """A per-member limit (entries or envelopes a day) is used up."""
+
+    code = "limit_reached"
+
+
+class OutletClosed(Refused):
+    """A draw outside its window, a closed envelope, a goal already reached."""
+
+    code = "closed"
+
+
+class OutOfStock(Refused):
+    """No prize of the pool has stock left."""
+
+    code = "out_of_stock"

@@ -19,6 +19,9 @@ REDEMPTION = "redemption"
 EXPIRY = "expiry"
 ADJUSTMENT = "adjustment"
 WRITE_OFF = "write_off"
+TRANSFER = "transfer"  # points in flight between members: red envelopes not yet claimed
+FEES = "fees"  # transfer fees the program keeps
+DONATION = "donation"  # points given to shared goals
 MEMBER_ACCOUNTS = (AVAILABLE, PENDING)
 
 EntryKind = Literal[
@@ -29,6 +32,11 @@ EntryKind = Literal[
     "reversal",  # an award taken back: available/pending -> issuance
     "adjustment",  # manual: adjustment <-> available
     "write_off",  # the part of a reversal that could not be taken back: write_off -> issuance
+    "transfer_out",  # a member sends an envelope: available -> transfer
+    "transfer_in",  # a member receives (a share of) an envelope: transfer -> available
+    "transfer_return",  # the unclaimed rest goes back to the sender: transfer -> available
+    "fee",  # a transfer fee: available -> fees
+    "donate",  # a donation to a shared goal: available -> donation
 ]
 LotStatus = Literal["available", "pending"]
 

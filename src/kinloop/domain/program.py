@@ -6,10 +6,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
 from kinloop.domain.amounts import Rounding, from_minor
+
+if TYPE_CHECKING:
+    from kinloop.domain.envelopes import EnvelopePolicy
 
 CurrencyKind = Literal["growth", "points"]
 ExpiryKind = Literal["never", "days", "months", "end_of_month", "end_of_year"]
@@ -169,6 +172,7 @@ class Program:
     rules: tuple[Rule, ...]
     ladder: Ladder | None
     rules_by_type: Mapping[str, tuple[Rule, ...]] = field(default_factory=dict)
+    envelopes: EnvelopePolicy | None = None  # None: the program sends no red envelopes
 
     def rule(self, key: str) -> Rule | None:
         for r in self.rules:

@@ -18,6 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from kinloop.domain.amounts import to_minor
+from kinloop.domain.envelopes import DailyEnvelope, EnvelopePolicy
 from kinloop.domain.errors import InvalidAmount, Issue, ProgramInvalid
 from kinloop.domain.program import (
     AttributeSpec,
@@ -356,6 +357,39 @@ class _Compiler:
         return Ladder(spec.currency, spec.window, tuple(tiers))
 
 
+    def envelopes(self, currencies: Mapping[str, Currency]) -> EnvelopePolicy | None:
+        spec = self.spec.envelopes
+        if spec is None:
+            return None
+        currency = currencies.get(spec.currency)
+        if currency is None:
+            self.fail("envelopes.currency", f"unknown currency {spec.currency!r}")
+        elif not currency.spendable:
+            self.fail("envelopes.currency", f"{spec.currency!r} is a growth currency; envelopes move points")
+        elif not currency.transferable:
+            self.fail("envelopes.currency", f"{spec.currency!r} is not transferable: mark it `transferable: true`")
+        self.unique([d.key for d in spec.daily], "envelopes.daily")
+        daily = []
+        for i, d in enumerate(spec.daily):
+            path = f"envelopes.daily[{i}]"
+            condition = self.condition(d.condition, None, f"{path}.condition")
+            if condition is not None and "event" in set(condition.compiled.variables()):
+                self.fail(f"{path}.condition", "a daily envelope's condition sees `member` only")
+            if condition is not None:
+                amount = self.minor(d.amount, currency, f"{path}.amount")
+                daily.append(DailyEnvelope(d.key, d.name, amount, condition))
+        return EnvelopePolicy(
+            currency=spec.currency,
+            daily_limit=self.minor(spec.daily_limit, currency, "envelopes.daily_limit") if spec.daily_limit else None,
+            daily_count=spec.daily_count,
+            fee_percent=spec.fee_percent,
+            min_share=self.minor(spec.min_share, currency, "envelopes.min_share"),
+            max_shares=spec.max_shares,
+            birthday=self.minor(spec.birthday, currency, "envelopes.birthday"),
+            daily=tuple(daily),
+        )
+
+
 def _comprehension_names(source: str) -> set[str]:
     # Macros such as `list.all(x, x > 0)` bind names; CEL reports them as variables too.
     names = set()
@@ -377,6 +411,7 @@ def compile_program(spec: ProgramFile, *, source: str | None = None) -> Program:
     types = c.event_types()
     rules = c.rules(currencies, types)
     ladder = c.ladder(currencies)
+    envelopes = c.envelopes(currencies)
     if c.issues:
         raise ProgramInvalid(c.issues, source=source)
     by_type: dict[str, list[Rule]] = {}
@@ -391,4 +426,5 @@ def compile_program(spec: ProgramFile, *, source: str | None = None) -> Program:
         rules=tuple(rules),
         ladder=ladder,
         rules_by_type={k: tuple(v) for k, v in by_type.items()},
+        envelopes=envelopes,
     )

@@ -160,6 +160,30 @@ class LadderSpec(Strict):
     tiers: list[TierSpec] = Field(min_length=1)
 
 
+class DailyEnvelopeSpec(Strict):
+    """An envelope sent every day while a condition over the member holds."""
+
+    key: Key
+    name: str = Field(min_length=1, max_length=200, description="shown to the member, e.g. Waiting for delivery")
+    amount: Positive
+    condition: str = Field(description="CEL over `member`, e.g. member.profile.waiting_for_delivery == true")
+
+
+class EnvelopesSpec(Strict):
+    """Red envelopes: members send a transferable currency to each other; the program sends some itself."""
+
+    currency: Key = Field(description="a points currency marked transferable")
+    daily_limit: Positive | None = Field(None, description="most a member sends per day")
+    daily_count: Annotated[int, Field(gt=0)] | None = Field(None, description="most envelopes a member sends per day")
+    fee_percent: Annotated[Decimal, Field(ge=0, lt=100)] = Field(
+        Decimal(0), description="charged to the sender on top of the amount, rounded up"
+    )
+    min_share: Positive = Field(Decimal(1), description="smallest share of a group envelope")
+    max_shares: Annotated[int, Field(gt=0, le=10000)] = 100
+    birthday: Positive | None = Field(None, description="sent in the program's name on a member's birthday")
+    daily: list[DailyEnvelopeSpec] = Field(default_factory=list)
+
+
 class ProgramFile(Strict):
     """A kinloop program: currencies, event types, rules and the tier ladder."""
 
@@ -170,3 +194,4 @@ class ProgramFile(Strict):
     event_types: list[EventTypeSpec] = Field(min_length=1)
     rules: list[RuleSpec] = Field(default_factory=list)
     ladder: LadderSpec | None = None
+    envelopes: EnvelopesSpec | None = None

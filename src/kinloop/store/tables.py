@@ -371,3 +371,163 @@ webhook_attempts = Table(
     Column("error", Text),
     Column("duration_ms", Integer),
 )
+
+# --- draws, red envelopes, shared goals ----------------------------------------------------
+# Draws: the seed stays secret until `closes_at`; its sha256 is published from the start.
+# Stock lives in `draw_prizes`, changed only under the draw's row lock (and never below 0).
+
+draws = Table(
+    "draws",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("program_id", Id, ForeignKey("programs.id"), nullable=False),
+    Column("key", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("currency", String(64), nullable=False),
+    Column("cost", BigInteger, nullable=False),
+    Column("daily_limit", Integer),
+    Column("guarantee_after", Integer),
+    Column("guarantee_prize", String(64)),
+    Column("seed", String(64), nullable=False),  # hex; public only once closes_at has passed
+    Column("commitment", String(64), nullable=False),
+    Column("odds_version", Integer, nullable=False),
+    Column("entries", BigInteger, nullable=False),  # the last entry's seq
+    Column("opens_at", UTCDateTime, nullable=False),
+    Column("closes_at", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("program_id", "key"),
+    CheckConstraint("cost > 0", name="cost_positive"),
+)
+
+draw_odds = Table(
+    "draw_odds",
+    metadata,
+    Column("draw_id", Id, ForeignKey("draws.id"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("prizes", JSON, nullable=False),  # the prize table as declared, stock included
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+draw_prizes = Table(
+    "draw_prizes",
+    metadata,
+    Column("draw_id", Id, ForeignKey("draws.id"), primary_key=True),
+    Column("prize", String(64), primary_key=True),
+    Column("stock", BigInteger),  # NULL: unlimited
+    Column("given", BigInteger, nullable=False),
+    CheckConstraint("stock IS NULL OR stock >= 0", name="stock_not_negative"),
+)
+
+draw_entries = Table(
+    "draw_entries",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("draw_id", Id, ForeignKey("draws.id"), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("entry_key", String(200), nullable=False),
+    Column("member_pk", Id, ForeignKey("members.id"), nullable=False),
+    Column("odds_version", Integer, nullable=False),
+    Column("roll", String(80), nullable=False),  # a 256-bit integer, in decimal
+    Column("stock_seen", JSON, nullable=False),
+    Column("guaranteed", Boolean, nullable=False),
+    Column("prize", String(64)),
+    Column("spend_entry_id", Id, nullable=False),
+    Column("prize_entry_id", Id),
+    Column("day", Integer, nullable=False),  # local day number, for daily limits
+    Column("at", UTCDateTime, nullable=False),
+    UniqueConstraint("draw_id", "seq"),
+    UniqueConstraint("draw_id", "entry_key"),
+    Index("ix_draw_entries_member_day", "draw_id", "member_pk", "day"),
+)
+
+envelopes = Table(
+    "envelopes",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("program_id", Id, ForeignKey("programs.id"), nullable=False),
+    Column("key", String(200), nullable=False),  # idempotency key, and the envelope's public id
+    Column("kind", String(16), nullable=False),
+    Column("sender_pk", Id, ForeignKey("members.id")),  # NULL: sent in the program's name
+    Column("recipient_pk", Id, ForeignKey("members.id")),  # one-to-one envelopes
+    Column("currency", String(64), nullable=False),
+    Column("total", BigInteger, nullable=False),
+    Column("fee", BigInteger, nullable=False),
+    Column("shares", JSON, nullable=False),  # amounts, handed out in order
+    Column("split", String(16), nullable=False),
+    Column("claimed", BigInteger, nullable=False),
+    Column("claims", Integer, nullable=False),
+    Column("returned", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("message", String(200)),
+    Column("reason", Text),
+    Column("actor", String(200)),
+    Column("day", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime),
+    Column("closed_at", UTCDateTime),
+    UniqueConstraint("program_id", "key"),
+    CheckConstraint("claimed + returned <= total", name="within_total"),
+    CheckConstraint("status IN ('open', 'closed')", name="known_status"),
+    Index("ix_envelopes_sender_day", "sender_pk", "day"),
+    Index(
+        "ix_envelopes_open",
+        "expires_at",
+        sqlite_where=text("status = 'open'"),
+        postgresql_where=text("status = 'open'"),
+    ),
+)
+
+envelope_claims = Table(
+    "envelope_claims",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("envelope_id", Id, ForeignKey("envelopes.id"), nullable=False),
+    Column("member_pk", Id, ForeignKey("members.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("entry_id", Id, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    UniqueConstraint("envelope_id", "member_pk"),
+)
+
+goals = Table(
+    "goals",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("program_id", Id, ForeignKey("programs.id"), nullable=False),
+    Column("key", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("currency", String(64), nullable=False),
+    Column("target", BigInteger, nullable=False),
+    Column("repeat", Boolean, nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("raised", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("program_id", "key"),
+    CheckConstraint("raised >= 0 AND raised <= target", name="raised_within_target"),
+)
+
+goal_donations = Table(
+    "goal_donations",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("goal_id", Id, ForeignKey("goals.id"), nullable=False),
+    Column("round", Integer, nullable=False),
+    Column("member_pk", Id, ForeignKey("members.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("entry_id", Id, nullable=False),
+    Column("donation_key", String(200), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    UniqueConstraint("goal_id", "donation_key"),
+    Index("ix_goal_donations_round", "goal_id", "round"),
+)
+
+goal_milestones = Table(
+    "goal_milestones",
+    metadata,
+    Column("goal_id", Id, ForeignKey("goals.id"), primary_key=True),
+    Column("round", Integer, primary_key=True),
+    Column("raised", BigInteger, nullable=False),
+    Column("donors", JSON, nullable=False),
+    Column("reached_at", UTCDateTime, nullable=False),
+)
