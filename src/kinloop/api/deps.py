@@ -190,11 +190,13 @@ Caller = Annotated[Principal, Depends(principal)]
 
 # What each scope may do; `admin` may do everything. `member_read` is reading one member
 # (its state, ledger and events): a member token may, but only for its own member, which
-# `member_visible` checks against the member in the path.
+# `member_visible` checks against the member in the path. `member_act` is a member's own move
+# in an outlet (enter a draw, send or claim an envelope, donate): the brand's backend with an
+# ingest key, or the member's app with a token, on that member's behalf only.
 ALLOWED: dict[str, set[str]] = {
     "read": {"read", "member_read"},
-    "ingest": {"ingest"},
-    "member": {"member_read"},
+    "ingest": {"ingest", "member_act"},
+    "member": {"member_read", "member_act"},
 }
 
 
@@ -214,6 +216,7 @@ _verbs = {
     "read": "read this",
     "member_read": "read this",
     "ingest": "post events or change balances",
+    "member_act": "act for a member",
     "admin": "do this (admin only)",
 }
 

@@ -152,7 +152,9 @@ def _cost(prize: Prize, currency: str) -> Decimal:
     return Decimal(prize.value)
 
 
-def weights_from(odds: Sequence[Decimal | int], *, declared: Decimal | None, path: str) -> tuple[list[int], list[Issue]]:
+def weights_from(
+    odds: Sequence[Decimal | int], *, declared: Decimal | None, path: str
+) -> tuple[list[int], list[Issue]]:
     """Integer weights from the odds as given: integers are weights; decimals are probabilities
     and are scaled to integers exactly. The odds must sum to `declared` when one is given
     (probabilities always sum to 1 unless declared otherwise)."""
@@ -167,7 +169,7 @@ def weights_from(odds: Sequence[Decimal | int], *, declared: Decimal | None, pat
     total = sum(values, Decimal(0))
     want = declared if declared is not None else (Decimal(1) if fractional else None)
     if want is not None and total != want:
-        issues.append(Issue(f"{path}", f"the odds sum to {total.normalize()}, not {want.normalize()} as declared"))
+        issues.append(Issue(f"{path}", f"the odds sum to {total.normalize():f}, not {want.normalize():f} as declared"))
     if total <= 0:
         issues.append(Issue(path, "the odds sum to 0: no prize could ever be drawn"))
     if issues:

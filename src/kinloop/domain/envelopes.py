@@ -48,9 +48,7 @@ def split(total: int, shares: int, mode: Split, *, minimum: int = 1, rng: random
     if minimum < 1:
         raise InvalidInput("the minimum share must be at least 1", field="min_share")
     if total < shares * minimum:
-        raise InvalidInput(
-            f"{total} cannot be split into {shares} shares of at least {minimum}", field="amount"
-        )
+        raise InvalidInput(f"{total} cannot be split into {shares} shares of at least {minimum}", field="amount")
     if mode == "equal":
         base, extra = divmod(total, shares)
         return [base + (1 if i < extra else 0) for i in range(shares)]

@@ -356,7 +356,6 @@ class _Compiler:
             tiers.append(Tier(t.key, t.name, self.minor(t.threshold, currency, f"ladder.tiers[{i}].threshold")))
         return Ladder(spec.currency, spec.window, tuple(tiers))
 
-
     def envelopes(self, currencies: Mapping[str, Currency]) -> EnvelopePolicy | None:
         spec = self.spec.envelopes
         if spec is None:

@@ -69,17 +69,23 @@ class DrawIn:
     guarantee: D.Guarantee | None = None
 
 
-def _pool(program: Program, spec: DrawIn) -> list[D.Prize]:
+def _pool(
+    program: Program,
+    draw_currency_key: str,
+    prizes: Sequence[PrizeIn],
+    odds_total: Decimal | None,
+    guarantee: D.Guarantee | None,
+) -> list[D.Prize]:
     """The prize pool in engine terms, or InvalidPrizePool with every problem."""
     issues: list[Issue] = []
-    weights, odd = D.weights_from([p.odds for p in spec.prizes], declared=spec.odds_total, path="prizes")
+    weights, odd = D.weights_from([p.odds for p in prizes], declared=odds_total, path="prizes")
     issues += odd
-    draw_currency = program.currencies.get(spec.currency)
+    draw_currency = program.currencies.get(draw_currency_key)
     out: list[D.Prize] = []
-    for i, p in enumerate(spec.prizes):
+    for i, p in enumerate(prizes):
         path = f"prizes[{i}]"
         amount = 0
-        currency = p.currency or spec.currency
+        currency = p.currency or draw_currency_key
         if p.kind == "points":
             cur = program.currencies.get(currency)
             if cur is None or not cur.spendable:
@@ -107,7 +113,7 @@ def _pool(program: Program, spec: DrawIn) -> list[D.Prize]:
                 value,
             )
         )
-    issues += D.check_pool(out, spec.guarantee, "prizes")
+    issues += D.check_pool(out, guarantee, "prizes")
     if issues:
         raise InvalidPrizePool(issues)
     return out
@@ -155,7 +161,7 @@ def create(conn: Connection, loaded: LoadedProgram, spec: DrawIn, *, now: dateti
         raise InvalidAmount(f"the cost of an entry must be greater than 0, got {spec.cost}", field="cost")
     if spec.closes_at <= spec.opens_at:
         raise InvalidInput("closes_at must be after opens_at", field="closes_at")
-    pool = _pool(program, spec)
+    pool = _pool(program, currency.key, spec.prizes, spec.odds_total, spec.guarantee)
     if _draw_row(conn, loaded.program_id, spec.key, missing_ok=True) is not None:
         raise Refused(f"a draw {spec.key!r} already exists", field="key")
     seed = secrets.token_bytes(32)
@@ -198,11 +204,19 @@ def _put_odds(conn: Connection, draw_id: int, version: int, pool: list[D.Prize],
 
 
 def replace_odds(
-    conn: Connection, loaded: LoadedProgram, key: str, spec: DrawIn, *, now: datetime, actor: str
+    conn: Connection,
+    loaded: LoadedProgram,
+    key: str,
+    prizes: Sequence[PrizeIn],
+    *,
+    odds_total: Decimal | None = None,
+    now: datetime,
+    actor: str,
 ) -> dict[str, Any]:
     """Put a new odds table (with its stock) in force from the next entry; earlier entries keep theirs."""
-    row = _draw_row(conn, loaded.program_id, key, lock=True)
-    pool = _pool(loaded.program, spec)
+    row = _draw(conn, loaded.program_id, key, lock=True)
+    guarantee = D.Guarantee(row.guarantee_after, row.guarantee_prize) if row.guarantee_after else None
+    pool = _pool(loaded.program, row.currency, prizes, odds_total, guarantee)
     version = row.odds_version + 1
     _put_odds(conn, row.id, version, pool, now)
     conn.execute(update(draws).where(draws.c.id == row.id).values(odds_version=version))
@@ -239,7 +253,7 @@ def _json(value: Any) -> Any:
 
 def _stock(conn: Connection, draw_id: int) -> dict[str, int | None]:
     rows = conn.execute(select(draw_prizes.c.prize, draw_prizes.c.stock).where(draw_prizes.c.draw_id == draw_id))
-    return dict(rows.tuples().all())
+    return {str(k): v for k, v in rows}
 
 
 def handle(draw_key: str, member_id: str) -> str:
@@ -323,8 +337,9 @@ def enter(
     seq = row.entries + 1
     guarantee = D.Guarantee(row.guarantee_after, row.guarantee_prize) if row.guarantee_after else None
     losses = _losses(conn, row.id, member.pk, odds, guarantee)
-    result = D.decide(prizes, stock, D.roll(bytes.fromhex(row.seed), row.key, seq, entry_key), losses=losses,
-                      guarantee=guarantee)
+    result = D.decide(
+        prizes, stock, D.roll(bytes.fromhex(row.seed), row.key, seq, entry_key), losses=losses, guarantee=guarantee
+    )
     if result.prize is None:
         raise OutOfStock(f"every prize of {row.name!r} is out of stock", field="draw")
     book = Book(conn, loaded.program_id, loaded.version_id, now)
@@ -374,8 +389,17 @@ def enter(
         )
     )
     return EntryResult(
-        row.key, entry_key, seq, member_id, prize, result.guaranteed, result.roll, row.odds_version, row.cost,
-        currency.key, balance,
+        row.key,
+        entry_key,
+        seq,
+        member_id,
+        prize,
+        result.guaranteed,
+        result.roll,
+        row.odds_version,
+        row.cost,
+        currency.key,
+        balance,
     )
 
 
@@ -422,8 +446,18 @@ def _replayed(
     book = Book(conn, loaded.program_id, loaded.version_id, entry.at)
     balance = book.balance(member_pk, row.currency).available
     return EntryResult(
-        row.key, entry.entry_key, entry.seq, member_id, prizes.get(entry.prize), entry.guaranteed, int(entry.roll),
-        entry.odds_version, row.cost, row.currency, balance, replayed=True,
+        row.key,
+        entry.entry_key,
+        entry.seq,
+        member_id,
+        prizes.get(entry.prize),
+        entry.guaranteed,
+        int(entry.roll),
+        entry.odds_version,
+        row.cost,
+        row.currency,
+        balance,
+        replayed=True,
     )
 
 
@@ -522,7 +556,7 @@ def public_entries(conn: Connection, loaded: LoadedProgram, key: str) -> list[D.
 def entry_json(e: D.PublicEntry) -> dict[str, Any]:
     return {
         "seq": e.seq,
-        "entry_key": e.entry_key,
+        "entry_key": e.entry_id,
         "member": e.member,
         "odds_version": e.odds_version,
         "prize": e.prize,
@@ -553,7 +587,13 @@ def verify_record(data: dict[str, Any]) -> list[str]:
     g = data.get("guarantee")
     entries = [
         D.PublicEntry(
-            e["seq"], e["entry_key"], e["member"], e["odds_version"], e["prize"], int(e["roll"]), e["guaranteed"],
+            e["seq"],
+            e["entry_key"],
+            e["member"],
+            e["odds_version"],
+            e["prize"],
+            int(e["roll"]),
+            e["guaranteed"],
             e["stock_seen"],
         )
         for e in data["entries"]
@@ -577,19 +617,18 @@ def stats(conn: Connection, loaded: LoadedProgram, *, now: datetime) -> list[dic
         entrants = conn.execute(
             select(func.count(func.distinct(draw_entries.c.member_pk))).where(draw_entries.c.draw_id == row.id)
         ).scalar_one()
-        by_prize = dict(
+        by_prize: dict[str, int] = dict(
             conn.execute(
                 select(draw_entries.c.prize, func.count())
                 .where(draw_entries.c.draw_id == row.id)
                 .group_by(draw_entries.c.prize)
-            )
-            .tuples()
-            .all()
+            ).all()
         )
         prizes = {p.key: p for ps in _odds(conn, row.id).values() for p in ps}
         paid = sum(
-            prizes[k].amount * n if prizes[k].kind == "points" and prizes[k].currency == currency.key else
-            prizes[k].value * n
+            prizes[k].amount * n
+            if prizes[k].kind == "points" and prizes[k].currency == currency.key
+            else prizes[k].value * n
             for k, n in by_prize.items()
             if k in prizes
         )

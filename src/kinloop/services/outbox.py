@@ -32,7 +32,8 @@ from kinloop.store.tables import events, members, outbox, webhook_deliveries, we
 AWARD_CREATED = "award.created"
 TIER_CHANGED = "tier.changed"
 POINTS_EXPIRING = "points.expiring"
-KINDS = (AWARD_CREATED, TIER_CHANGED, POINTS_EXPIRING)
+GOAL_REACHED = "goal.reached"
+KINDS = (AWARD_CREATED, TIER_CHANGED, POINTS_EXPIRING, GOAL_REACHED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,5 +320,25 @@ def points_expiring(program: Program, *, member_id: str, currency_key: str, amou
             "amount": json_amount(amount, currency.decimals),
             "expires_on": on.isoformat(),
             "text": f"{currency.display(amount)} expire on {on.isoformat()}",
+        },
+    )
+
+
+def goal_reached(
+    program: Program, *, goal: str, name: str, round_: int, currency_key: str, raised: int, donors: list[dict[str, Any]]
+) -> Message:
+    """A shared goal reached its target (one message per goal and round), with its donors."""
+    currency = program.currencies[currency_key]
+    return Message(
+        GOAL_REACHED,
+        f"{goal}\x1f{round_}",
+        {
+            "goal": goal,
+            "name": name,
+            "round": round_,
+            "currency": currency_key,
+            "raised": json_amount(raised, currency.decimals),
+            "donors": donors,
+            "text": f"{name} reached with {currency.display(raised)} from {len(donors)} members",
         },
     )

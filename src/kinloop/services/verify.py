@@ -154,7 +154,7 @@ def verify(conn: Connection, loaded: LoadedProgram) -> Report:
             entries.c.id, entries.c.amount, func.sum(lot_movements.c.amount), entries.c.member_pk, entries.c.currency
         )
         .join(lot_movements, lot_movements.c.entry_id == entries.c.id)
-        .where(entries.c.program_id == pid, entries.c.kind.in_(("spend", "expire")))
+        .where(entries.c.program_id == pid, entries.c.kind.in_(("spend", "expire", "transfer_out", "fee", "donate")))
         .group_by(entries.c.id, entries.c.amount, entries.c.member_pk, entries.c.currency)
     ).all()
     for entry_id, amount, total, pk, cur in consumed:
@@ -169,5 +169,27 @@ def verify(conn: Connection, loaded: LoadedProgram) -> Report:
                     f"entry {entry_id} took a different amount from lots",
                 )
             )
+    out += _transfers(conn, pid)
     n_entries = conn.execute(select(func.count()).select_from(entries).where(entries.c.program_id == pid)).scalar()
     return Report(len(names), int(n_entries or 0), lot_count, out)
+
+
+def _transfers(conn: Connection, pid: int) -> list[Mismatch]:
+    """The `transfer` account holds exactly what open red envelopes have not handed out."""
+    from kinloop.services.envelopes import held_in_transfer
+
+    flows: dict[str, int] = dict(
+        conn.execute(
+            select(entries.c.currency, _flow(L.TRANSFER))
+            .where(entries.c.program_id == pid)
+            .group_by(entries.c.currency)
+        ).all()
+    )
+    held = held_in_transfer(conn, pid)
+    out = []
+    for cur in sorted(set(held) | {c for c, v in flows.items() if v}):
+        expected, found = held.get(cur, 0), int(flows.get(cur, 0))
+        if expected != found:
+            detail = "the transfer account differs from what open envelopes hold"
+            out.append(Mismatch("transfer.account", "", cur, expected, found, detail))
+    return out

@@ -435,8 +435,8 @@ draw_entries = Table(
     Column("prize_entry_id", Id),
     Column("day", Integer, nullable=False),  # local day number, for daily limits
     Column("at", UTCDateTime, nullable=False),
-    UniqueConstraint("draw_id", "seq"),
-    UniqueConstraint("draw_id", "entry_key"),
+    UniqueConstraint("draw_id", "seq", name="uq_draw_entries_seq"),
+    UniqueConstraint("draw_id", "entry_key", name="uq_draw_entries_entry_key"),
     Index("ix_draw_entries_member_day", "draw_id", "member_pk", "day"),
 )
 
