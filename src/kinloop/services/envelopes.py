@@ -225,7 +225,10 @@ def claim(conn: Connection, loaded: LoadedProgram, key: str, member_id: str, *, 
     An envelope past its window is closed here (its rest returned) and the claim refused:
     the caller commits the close, see `ClosedOnClaim`."""
     program = loaded.program
-    member = member_svc.get(conn, loaded.program_id, member_id, lock=True)
+    member = member_svc.get(conn, loaded.program_id, member_id)
+    sender = _envelope(conn, loaded.program_id, key).sender_pk
+    # The sender too, before the envelope: closing returns the rest to them (members first).
+    lock_members(conn, [member.pk] + ([sender] if sender is not None else []))
     row = _envelope(conn, loaded.program_id, key, lock=True)
     mine = conn.execute(
         select(envelope_claims.c.amount).where(
@@ -239,7 +242,6 @@ def claim(conn: Connection, loaded: LoadedProgram, key: str, member_id: str, *, 
     if row.sender_pk == member.pk:
         raise Refused("the sender cannot claim their own envelope", field="member_id")
     if row.status == "open" and row.expires_at <= now:
-        lock_members(conn, [row.sender_pk])
         _close(conn, loaded, row, now)
         raise ClosedOnClaim(f"this envelope's claim window ended at {row.expires_at.isoformat()}")
     parts = _json(row.shares)
