@@ -18,6 +18,7 @@ from sqlalchemy import Engine, select
 
 from kinloop.api import deps
 from kinloop.store.tables import members
+from tests.api import outlet_rows
 from tests.api.conftest import PROBLEM, TEA_SOURCE, Api, assert_problem, build_api, event
 from tests.conftest import EXAMPLES
 
@@ -152,6 +153,8 @@ ROWS: dict[tuple[str, str], Row] = {
         webhook("GET", "/deliveries"), read=403, ingest=403, admin=200, member=403, other=404
     ),
 }
+
+ROWS.update({k: Row(*v) for k, v in outlet_rows.rows().items()})
 
 
 def v1_endpoints(app: FastAPI) -> set[tuple[str, str]]:
