@@ -22,6 +22,7 @@ from rich.table import Table
 from sqlalchemy import Engine, inspect
 
 from kinloop.clock import utcnow
+from kinloop.demo_outlets import seed_outlets
 from kinloop.domain.errors import InsufficientBalance, InvalidInput
 from kinloop.program.loader import parse_program
 from kinloop.services import ingest, ledger, members, programs
@@ -173,6 +174,8 @@ def run_demo(
         summary = summarise(conn, loaded)
         samples = [members.show(conn, loaded, m.member_id, now=clock()) for m in _samples(people)]
     _print(console, loaded, summary, samples, url, redeemed, refunded, days, members_n)
+    outlets = seed_outlets(engine, loaded, [m.member_id for m in people], seed=seed, now=clock())
+    console.print("outlets: " + ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in outlets.items()))
     return summary.as_json(loaded)
 
 
