@@ -92,11 +92,9 @@ def _total(body: OddsIn) -> Decimal | None:
     return number(body.odds_total) if body.odds_total is not None else None
 
 
-@router.post("/v1/draws", status_code=201, summary="Create a draw (admin)")
-def create_draw(who: Admin, conn: Conn, body: DrawIn) -> Any:
-    """The reply publishes the seed's commitment; the seed itself is shown once the draw closes."""
-    loaded = program_of(conn, who)
-    spec = draws.DrawIn(
+def spec_from(body: DrawIn) -> draws.DrawIn:
+    """A draw as the service takes it, from the request body (also what `kinloop draws create` reads)."""
+    return draws.DrawIn(
         key=body.key,
         name=body.name,
         currency=body.currency,
@@ -108,6 +106,13 @@ def create_draw(who: Admin, conn: Conn, body: DrawIn) -> Any:
         daily_limit=body.daily_limit,
         guarantee=Guarantee(body.guarantee.after, body.guarantee.prize) if body.guarantee else None,
     )
+
+
+@router.post("/v1/draws", status_code=201, summary="Create a draw (admin)")
+def create_draw(who: Admin, conn: Conn, body: DrawIn) -> Any:
+    """The reply publishes the seed's commitment; the seed itself is shown once the draw closes."""
+    loaded = program_of(conn, who)
+    spec = spec_from(body)
     return draws.create(conn, loaded, spec, now=utcnow(), actor=who.name)
 
 

@@ -16,7 +16,6 @@ from sqlalchemy import Connection
 
 from kinloop.cli.errors import err, handled
 from kinloop.clock import utcnow
-from kinloop.domain.draws import Guarantee
 from kinloop.domain.errors import InvalidInput
 from kinloop.services import draws, goals, programs
 from kinloop.services.programs import LoadedProgram
@@ -63,8 +62,7 @@ def _strings(data: Any) -> Any:
 
 def read_draw(path: Path) -> draws.DrawIn:
     """A draw file (YAML or JSON, the body of POST /v1/draws)."""
-    from kinloop.api.draws import DrawIn, _prizes, _total
-    from kinloop.api.routes import number
+    from kinloop.api.draws import DrawIn, spec_from
 
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -75,18 +73,7 @@ def read_draw(path: Path) -> draws.DrawIn:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise InvalidInput(f"{path}: {where}: {first['msg']}", field=where) from None
-    return draws.DrawIn(
-        key=body.key,
-        name=body.name,
-        currency=body.currency,
-        cost=number(body.cost),
-        opens_at=body.opens_at,
-        closes_at=body.closes_at,
-        prizes=_prizes(body),
-        odds_total=_total(body),
-        daily_limit=body.daily_limit,
-        guarantee=Guarantee(body.guarantee.after, body.guarantee.prize) if body.guarantee else None,
-    )
+    return spec_from(body)
 
 
 def _dump(data: Any) -> str:
