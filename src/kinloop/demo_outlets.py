@@ -18,7 +18,7 @@ from kinloop.domain.errors import Refused, UnknownMember
 from kinloop.services import draws, envelopes, goals, members
 from kinloop.services.programs import LoadedProgram
 
-DRAW_FILE = Path(__file__).parent / "examples" / "coffee_draw.yaml"
+DRAW_FILE = Path(__file__).parent / "examples" / "draws" / "coffee_wheel.yaml"
 
 
 def seed_outlets(

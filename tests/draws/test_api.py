@@ -117,3 +117,12 @@ def test_goals_over_http(api: Api) -> None:
     assert_problem(
         post(api, "/v1/goals", {"key": "growth", "name": "G", "currency": "stars", "target": 5}), 422, "invalid_input"
     )
+
+
+def test_a_draw_window_needs_time_zones_and_an_order(api: Api) -> None:
+    before = row_counts(api.engine)
+    naive = {**draw_body("naive"), "opens_at": "2026-01-01T00:00:00"}
+    assert_problem(post(api, "/v1/draws", naive), 422, "invalid_request")
+    backwards = {**draw_body("backwards"), "closes_at": "2025-01-01T00:00:00Z"}
+    assert assert_problem(post(api, "/v1/draws", backwards), 422, "invalid_input")["field"] == "closes_at"
+    assert row_counts(api.engine) == before

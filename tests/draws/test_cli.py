@@ -36,7 +36,7 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def test_a_draw_from_its_file_to_its_verification(db: str, tmp_path: Path) -> None:
-    r = kl("draws", "create", EXAMPLES / "coffee_draw.yaml", "--db", db)
+    r = kl("draws", "create", EXAMPLES / "draws" / "coffee_wheel.yaml", "--db", db)
     assert r.exit_code == 0, r.output
     assert "an entry pays out 15 Beans on average for 20 Beans (ratio 0.7350)" in r.output
     assert "seed: revealed when the draw closes" in r.output
@@ -67,7 +67,7 @@ def test_a_draw_from_its_file_to_its_verification(db: str, tmp_path: Path) -> No
 
 def test_a_bad_draw_file_names_the_problem(db: str, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    text = (EXAMPLES / "coffee_draw.yaml").read_text().replace('odds: "0.75"', 'odds: "0.70"')
+    text = (EXAMPLES / "draws" / "coffee_wheel.yaml").read_text().replace('odds: "0.75"', 'odds: "0.70"')
     bad.write_text(text)
     r = kl("draws", "create", bad, "--db", db)
     assert r.exit_code == 2

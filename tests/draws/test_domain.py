@@ -122,3 +122,8 @@ def test_replay_recomputes_a_draw_and_names_what_differs() -> None:
     ]
     problems = D.replay("d", SEED, D.commitment(SEED), {1: prizes}, None, forged)
     assert problems[0] == "entry 4: recorded number differs from HMAC(seed, d:4:e4)"
+
+
+def test_odds_finer_than_a_billionth_are_refused() -> None:
+    weights, issues = D.weights_from([Decimal("1e-10"), Decimal(1) - Decimal("1e-10")], declared=None, path="p")
+    assert (weights, [str(i) for i in issues]) == ([], ["p: odds have at most 9 decimal places"])

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 
 from kinloop.api.deps import Conn, ReadConn, member_visible, program_of, require
 from kinloop.api.routes import number
@@ -26,7 +25,7 @@ Actor = Annotated[Principal, Depends(require("member_act"))]
 Key = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
 DrawKey = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
 Amount = str | int
-When = Annotated[datetime, Field(strict=False)]
+When = Annotated[AwareDatetime, Field(strict=False)]
 
 
 class PrizeIn(Model):

@@ -30,7 +30,7 @@ from kinloop.domain.errors import InvalidInput, Issue
 
 PrizeKind = Literal["points", "reward", "coupon", "nothing"]
 PRIZE_KINDS: tuple[PrizeKind, ...] = ("points", "reward", "coupon", "nothing")
-ROLL_BITS = 256
+MAX_ODDS_PLACES = 9  # probabilities as fine as one in a billion
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +175,8 @@ def weights_from(
     if issues:
         return [], issues
     places = max((-int(v.normalize().as_tuple().exponent) for v in values), default=0)
+    if places > MAX_ODDS_PLACES:
+        return [], [Issue(path, f"odds have at most {MAX_ODDS_PLACES} decimal places")]
     scale = Decimal(10) ** max(places, 0)
     return [int(v * scale) for v in values], []
 
