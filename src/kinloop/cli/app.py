@@ -15,6 +15,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy import Engine, inspect
 
+from kinloop.cli import leaderboard as leaderboard_cli
+from kinloop.cli import privileges as privileges_cli
 from kinloop.cli.errors import EXIT_INVALID, EXIT_REFUSED, err, handled
 from kinloop.clock import utcnow
 from kinloop.domain.errors import InvalidInput, NotInitialised
@@ -41,6 +43,8 @@ app.add_typer(member_app, name="member")
 app.add_typer(bench_app, name="bench")
 keys_app = typer.Typer(help="API keys for the HTTP API.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(privileges_cli.app, name="privileges")
+app.command("leaderboard")(leaderboard_cli.leaderboard)
 # soft_wrap: piped output and logs get whole lines, not lines cut at 80 columns.
 out = Console(highlight=False, soft_wrap=True)
 

@@ -24,6 +24,7 @@ from kinloop.domain.periods import period_key
 from kinloop.domain.program import PERIODS, Program
 from kinloop.domain.rules import Evaluation, apply, evaluate
 from kinloop.domain.tiers import tier_for
+from kinloop.services import leaderboards as leaderboard_svc
 from kinloop.services import members as member_svc
 from kinloop.services import outbox
 from kinloop.services.book import Book, chunks
@@ -204,6 +205,7 @@ def _book_events(
     book.entry_ids.reserve(2 * len(parsed))
     ladder = program.ladder
     tz = program.timezone
+    scores = leaderboard_svc.Scores.of(program, loaded.program_id)
     for index, ev in parsed:
         prior = existing.get(ev.event_id) or seen.get(ev.event_id)
         if prior is not None:
@@ -234,6 +236,8 @@ def _book_events(
                 award_kind=award.kind,
             )
             award_rows.append([award.rule, award.currency, award.amount, award.kind, award.pending is not None])
+        if scores is not None:
+            scores.add(member, ev, evaluation.awards)
         if ev.type in releases:
             _release_by_event(book, program, pk, ev, releases[ev.type])
         for key in evaluation.usage:
@@ -292,6 +296,8 @@ def _book_events(
         _move_bonuses(conn, book, program, pk, evaluation, ev_pk, now)
     book.flush()
     member_svc.save_states(conn, states, activity_keys, usage_keys, first_keys)
+    if scores is not None:
+        scores.flush(conn)
     if tier_rows:
         conn.execute(tier_changes.insert(), tier_rows)
         from sqlalchemy import bindparam, update

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -165,6 +165,7 @@ class MemberView:
     display: dict[str, str]
     next_tier: dict[str, Any] | None
     expiring: list[dict[str, Any]]
+    privileges: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -175,6 +176,7 @@ class MemberView:
             "next_tier": self.next_tier,
             "expiring": self.expiring,
             "display": self.display,
+            "privileges": self.privileges,
         }
 
 
@@ -237,7 +239,10 @@ def show(
         }
         for (cur, day), amt in sorted(soon.items(), key=lambda kv: (kv[0][1], kv[0][0]))
     ]
-    return MemberView(row.member_id, tier, bal_json, pend_json, display, next_tier, expiring)
+    from kinloop.services import privileges
+
+    held = privileges.held(conn, program, row, now=now) if program.privileges else []
+    return MemberView(row.member_id, tier, bal_json, pend_json, display, next_tier, expiring, held)
 
 
 def _number(minor: int, decimals: int) -> int | str:

@@ -1,0 +1,221 @@
+"""Leaderboards: scores kept set-based during ingestion, lowered by reversals, read as ranks.
+
+Each member has one row per board and period holding its score, so that reading a top N is a
+scan of the ranking index, never a scan of the ledger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, or_, select, update
+
+from kinloop.domain import leaderboards as D
+from kinloop.domain.amounts import from_minor
+from kinloop.domain.errors import InvalidInput, UnknownLeaderboard
+from kinloop.domain.events import Event
+from kinloop.domain.periods import local_day
+from kinloop.domain.program import Leaderboard, Program
+from kinloop.domain.rules import Award
+from kinloop.services import members as member_svc
+from kinloop.services.programs import LoadedProgram
+from kinloop.store.bulk import add_rows
+from kinloop.store.tables import leaderboard_scores as scores
+
+ORDER = "score (highest first), then who reached it first, then member_id"
+
+
+@dataclass(slots=True)
+class Scores:
+    """The score changes of one ingestion batch, summed per member, board and period."""
+
+    program: Program
+    program_id: int
+    rows: dict[tuple[str, str, int], dict[str, Any]]
+
+    @classmethod
+    def of(cls, program: Program, program_id: int) -> Scores | None:
+        """A collector for the batch, or None when the program has no leaderboards (costs nothing)."""
+        return cls(program, program_id, {}) if program.leaderboards else None
+
+    def add(self, member: member_svc.MemberRow, ev: Event, awards: Iterable[Award]) -> None:
+        """Count one booked event and what it awarded."""
+        earned: dict[str, int] = {}
+        for award in awards:
+            earned[award.currency] = earned.get(award.currency, 0) + award.amount
+        day = local_day(ev.occurred_at, self.program.timezone)
+        for d in D.deltas(
+            self.program.leaderboards, event_type=ev.type, day=day, earned=earned, profile=member.profile
+        ):
+            row = self.rows.get((d.board, d.period, member.pk))
+            if row is None:
+                self.rows[(d.board, d.period, member.pk)] = {
+                    "program_id": self.program_id,
+                    "board": d.board,
+                    "period": d.period,
+                    "member_pk": member.pk,
+                    "grp": d.group,
+                    "member_id": member.member_id,
+                    "score": d.amount,
+                    "reached_at": ev.occurred_at,
+                }
+            else:
+                row["score"] += d.amount
+                row["reached_at"] = max(row["reached_at"], ev.occurred_at)
+
+    def flush(self, conn: Connection) -> None:
+        """Add the batch's changes to the stored scores in one statement."""
+        rows = [self.rows[k] for k in sorted(self.rows)]  # key order: concurrent batches lock alike
+        add_rows(conn, scores, rows, ("program_id", "board", "period", "member_pk"), add="score", latest="reached_at")
+        self.rows.clear()
+
+
+def lower_for_reversal(
+    conn: Connection,
+    program_id: int,
+    scored_by: Program,
+    *,
+    member_pk: int,
+    event_type: str,
+    occurred_at: datetime,
+    clawed: dict[str, int],
+    whole: bool,
+) -> None:
+    """Take a reversed event's clawed-back amounts off the boards (of the program version that
+    scored it) in the period it happened; an event reversed in full no longer counts either."""
+    if not scored_by.leaderboards:
+        return
+    day = local_day(occurred_at, scored_by.timezone)
+    negative = {k: -v for k, v in clawed.items()}
+    for board in scored_by.leaderboards:
+        amount = (
+            (-1 if whole and board.event == event_type else 0) if board.event else negative.get(board.currency or "", 0)
+        )
+        if not amount:
+            continue
+        conn.execute(
+            update(scores)
+            .where(
+                scores.c.program_id == program_id,
+                scores.c.board == board.key,
+                scores.c.period == D.board_period_key(board, day),
+                scores.c.member_pk == member_pk,
+            )
+            .values(score=scores.c.score + amount)
+        )
+
+
+def board_of(program: Program, key: str) -> Leaderboard:
+    for board in program.leaderboards:
+        if board.key == key:
+            return board
+    known = ", ".join(b.key for b in program.leaderboards) or "none"
+    raise UnknownLeaderboard(f"no leaderboard {key!r} in this program (leaderboards: {known})", field="key")
+
+
+def _number(program: Program, board: Leaderboard, score: int) -> int | str:
+    decimals = program.currencies[board.currency].decimals if board.currency else 0
+    return score if decimals == 0 else str(from_minor(score, decimals))
+
+
+def _head(program: Program, board: Leaderboard, day: Any, group: str | None) -> dict[str, Any]:
+    return {
+        "board": board.key,
+        "name": board.name,
+        "period": D.period_name(board, day),
+        "group": group,
+        "measure": {"currency": board.currency} if board.currency else {"event": board.event, "unit": board.unit},
+        "order": ORDER,
+    }
+
+
+def _day(program: Program, period: str | None, now: datetime) -> Any:
+    return D.day_of_period(period) if period else local_day(now, program.timezone)
+
+
+def top(
+    conn: Connection,
+    loaded: LoadedProgram,
+    key: str,
+    *,
+    period: str | None,
+    group: str | None,
+    limit: int,
+    now: datetime,
+) -> dict[str, Any]:
+    """The first `limit` members of a board's period (today's period by default), in ranking order."""
+    program = loaded.program
+    board = board_of(program, key)
+    if board.group_by and not group:
+        raise InvalidInput(f"{board.name} ranks members per {board.group_by}: give a group", field="group")
+    if not board.group_by and group:
+        raise InvalidInput(f"{board.name} ranks the whole program; it has no groups", field="group")
+    day = _day(program, period, now)
+    where = (
+        scores.c.program_id == loaded.program_id,
+        scores.c.board == board.key,
+        scores.c.period == D.board_period_key(board, day),
+        scores.c.grp == (group or ""),
+    )
+    rows = conn.execute(
+        select(scores.c.member_id, scores.c.score, scores.c.reached_at)
+        .where(*where)
+        .order_by(scores.c.score.desc(), scores.c.reached_at, scores.c.member_id)
+        .limit(limit)
+    ).all()
+    total = conn.execute(select(func.count()).select_from(scores).where(*where)).scalar_one()
+    entries = [
+        {
+            "rank": i,
+            "member_id": r.member_id,
+            "score": _number(program, board, r.score),
+            "reached_at": r.reached_at.isoformat(),
+            "text": D.score_text(program, board, r.score),
+        }
+        for i, r in enumerate(rows, start=1)
+    ]
+    return {**_head(program, board, day, group), "members": total, "entries": entries}
+
+
+def standing(
+    conn: Connection, loaded: LoadedProgram, key: str, member_id: str, *, period: str | None, now: datetime
+) -> dict[str, Any]:
+    """A member's rank and score on a board's period (in the member's own group), in words."""
+    program = loaded.program
+    board = board_of(program, key)
+    member = member_svc.get(conn, loaded.program_id, member_id)
+    day = _day(program, period, now)
+    mine = (
+        scores.c.program_id == loaded.program_id,
+        scores.c.board == board.key,
+        scores.c.period == D.board_period_key(board, day),
+    )
+    row = conn.execute(
+        select(scores.c.grp, scores.c.score, scores.c.reached_at).where(*mine, scores.c.member_pk == member.pk)
+    ).first()
+    group = row.grp if row is not None else D.group_of(board, member.profile)
+    peers = (*mine, scores.c.grp == group)
+    total = conn.execute(select(func.count()).select_from(scores).where(*peers)).scalar_one()
+    rank = None
+    score = 0
+    if row is not None:
+        score = row.score
+        ahead = or_(
+            scores.c.score > row.score,
+            and_(scores.c.score == row.score, scores.c.reached_at < row.reached_at),
+            and_(scores.c.score == row.score, scores.c.reached_at == row.reached_at, scores.c.member_id < member_id),
+        )
+        rank = 1 + conn.execute(select(func.count()).select_from(scores).where(*peers, ahead)).scalar_one()
+    if board.group_by and not group:
+        rank = None  # without the attribute a member is in no group, so has no rank
+    return {
+        **_head(program, board, day, group or None),
+        "member_id": member_id,
+        "rank": rank,
+        "of": total,
+        "score": _number(program, board, score),
+        "text": D.rank_text(program, board, rank, total, score, day),
+    }
