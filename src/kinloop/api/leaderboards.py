@@ -62,7 +62,7 @@ class StandingOut(Head):
     rank: int | None = Field(description="null: not on the board in this period")
     of: int
     score: int | str
-    text: str = Field(examples=["3rd of 120 on Top answerers this week, with 12 answers"])
+    text: str = Field(examples=["3rd of 120 on Top answerers this week (2026-W10), with 12 answers"])
 
 
 @router.get("/{key}", response_model=BoardOut, summary="A leaderboard's top N")

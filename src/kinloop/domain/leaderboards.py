@@ -17,8 +17,6 @@ from kinloop.domain.errors import InvalidInput
 from kinloop.domain.periods import period_key
 from kinloop.domain.program import Leaderboard, Program
 
-_PERIOD_TEXT = {"day": "today", "week": "this week", "month": "this month", "all_time": "of all time"}
-
 
 def board_period_key(board: Leaderboard, day: date) -> str:
     """The stored key of the board's period that contains `day` (`w2026-05`, `all`, ...)."""
@@ -109,11 +107,11 @@ def ordinal(n: int) -> str:
 
 
 def rank_text(program: Program, board: Leaderboard, rank: int | None, of: int, score: int, day: date) -> str:
-    """`3rd of 120 on Top answerers this week, with 12 answers`."""
-    when = _PERIOD_TEXT[board.period]
+    """`3rd of 120 on Top answerers (2026-W10), with 12 answers`."""
+    where = f"{board.name} ({period_name(board, day)})"
     if rank is None:
-        return f"not on {board.name} {when} yet"
-    return f"{ordinal(rank)} of {of:,} on {board.name} {when}, with {score_text(program, board, score)}"
+        return f"not on {where} yet"
+    return f"{ordinal(rank)} of {of:,} on {where}, with {score_text(program, board, score)}"
 
 
 @dataclass(frozen=True, slots=True)
