@@ -16,7 +16,7 @@ from kinloop.domain.errors import InvalidInput, UnknownLeaderboard, UnknownMembe
 from kinloop.services import ingest, leaderboards, ledger, members
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.tables import leaderboard_scores
-from tests.conftest import load_example
+from tests.conftest import EXAMPLES, load_example
 
 NOW = datetime(2026, 3, 8, 12, 0, tzinfo=UTC)  # Sunday evening of week 2026-W10 in Shanghai
 
@@ -203,7 +203,7 @@ def test_a_program_without_boards_writes_no_scores(engine: Engine, coffee: Loade
     from kinloop.program.loader import parse_program
     from kinloop.services import programs
 
-    source = (load_example.__globals__["EXAMPLES"] / "ev_community.yaml").read_text(encoding="utf-8")
+    source = (EXAMPLES / "ev_community.yaml").read_text(encoding="utf-8")
     with engine.begin() as conn:
         ev = programs.load(conn, parse_program(source), source, now=NOW).loaded
     assert ev.program.leaderboards == ()
