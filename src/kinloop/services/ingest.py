@@ -293,7 +293,7 @@ def _book_events(
     if event_rows:
         insert_rows(conn, events, event_rows)
     for pk, evaluation, ev_pk in bonus_moves:
-        _move_bonuses(conn, book, program, pk, evaluation, ev_pk, now)
+        _move_bonuses(conn, book, program, pk, evaluation, ev_pk, now, scores, rows[evaluation.event.member_id])
     book.flush()
     member_svc.save_states(conn, states, activity_keys, usage_keys, first_keys)
     if scores is not None:
@@ -336,15 +336,26 @@ def _release_by_event(book: Book, program: Program, pk: int, ev: Event, keys: li
 
 
 def _move_bonuses(
-    conn: Connection, book: Book, program: Program, pk: int, evaluation: Evaluation, ev_pk: int, now: datetime
+    conn: Connection,
+    book: Book,
+    program: Program,
+    pk: int,
+    evaluation: Evaluation,
+    ev_pk: int,
+    now: datetime,
+    scores: leaderboard_svc.Scores | None,
+    member: member_svc.MemberRow,
 ) -> None:
     """A late event that happened first takes the first-time bonus from the event that held it."""
     for move in evaluation.bonus_moves:
-        holder = conn.execute(
-            select(events.c.id).where(events.c.program_id == book.program_id, events.c.event_id == move.from_event_id)
-        ).scalar()
-        if holder is None:
+        found = conn.execute(
+            select(events.c.id, events.c.occurred_at).where(
+                events.c.program_id == book.program_id, events.c.event_id == move.from_event_id
+            )
+        ).first()
+        if found is None:
             continue
+        holder, held_at = found
         for entry_id, currency, amount in conn.execute(
             select(entries.c.id, entries.c.currency, entries.c.amount).where(
                 entries.c.event_pk == holder,
@@ -365,3 +376,5 @@ def _move_bonuses(
                 reverses=entry_id,
                 reason=f"first-time bonus moved to earlier event {evaluation.event.event_id}",
             )
+            if scores is not None:
+                scores.take(member, held_at, currency, amount)

@@ -46,9 +46,16 @@ class Scores:
         earned: dict[str, int] = {}
         for award in awards:
             earned[award.currency] = earned.get(award.currency, 0) + award.amount
-        day = local_day(ev.occurred_at, self.program.timezone)
+        self._apply(member, ev.type, ev.occurred_at, earned)
+
+    def take(self, member: member_svc.MemberRow, occurred_at: datetime, currency: str, amount: int) -> None:
+        """Lower the scores of an earlier event that lost `amount` of an award (a moved first-time bonus)."""
+        self._apply(member, "", occurred_at, {currency: -amount})
+
+    def _apply(self, member: member_svc.MemberRow, event_type: str, at: datetime, earned: dict[str, int]) -> None:
+        day = local_day(at, self.program.timezone)
         for d in D.deltas(
-            self.program.leaderboards, event_type=ev.type, day=day, earned=earned, profile=member.profile
+            self.program.leaderboards, event_type=event_type, day=day, earned=earned, profile=member.profile
         ):
             row = self.rows.get((d.board, d.period, member.pk))
             if row is None:
@@ -60,11 +67,12 @@ class Scores:
                     "grp": d.group,
                     "member_id": member.member_id,
                     "score": d.amount,
-                    "reached_at": ev.occurred_at,
+                    "reached_at": at,
                 }
-            else:
-                row["score"] += d.amount
-                row["reached_at"] = max(row["reached_at"], ev.occurred_at)
+                continue
+            row["score"] += d.amount
+            if d.amount > 0:  # a score is reached by raising it
+                row["reached_at"] = max(row["reached_at"], at)
 
     def flush(self, conn: Connection) -> None:
         """Add the batch's changes to the stored scores in one statement."""
