@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from kinloop.cli.errors import handled
+from kinloop.cli.options import DbOption, JsonOption, ProgramOption
 from kinloop.clock import utcnow
 from kinloop.services import leaderboards, programs
 
@@ -21,9 +22,9 @@ def leaderboard(
     group: Annotated[str | None, typer.Option("--group", help="The group, on boards ranked per attribute.")] = None,
     top: Annotated[int, typer.Option("--top", min=1, max=1000, help="How many to list.")] = 10,
     member: Annotated[str | None, typer.Option("--member", help="Show this member's rank instead.")] = None,
-    db: Annotated[str | None, typer.Option("--db", help="Database URL [env: KINLOOP_DATABASE_URL].")] = None,
-    program: Annotated[str | None, typer.Option("--program", help="Program key.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    db: DbOption = None,
+    program: ProgramOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """A leaderboard's top N (score, then who reached it first, then member id), or a member's rank."""
     from kinloop.cli.app import _engine, _json, out

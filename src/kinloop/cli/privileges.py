@@ -9,17 +9,12 @@ import typer
 from rich.table import Table
 
 from kinloop.cli.errors import handled
+from kinloop.cli.options import DbOption, JsonOption, ProgramOption
 from kinloop.clock import utcnow
 from kinloop.domain.errors import InvalidInput
 from kinloop.services import privileges, programs
 
 app = typer.Typer(help="Tier privileges: use them, and see how much they are used.", no_args_is_help=True)
-
-DbOption = Annotated[
-    str | None, typer.Option("--db", help="Database URL [env: KINLOOP_DATABASE_URL; default sqlite:///kinloop.db]")
-]
-ProgramOption = Annotated[str | None, typer.Option("--program", help="Program key (needed when several are loaded).")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 @app.command("use")
