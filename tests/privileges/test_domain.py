@@ -127,3 +127,10 @@ def test_quota_and_window_in_words() -> None:
     assert D.birthday_of("1990-03-01") == date(1990, 3, 1)
     assert D.birthday_of("not a date") is None
     assert D.birthday_of(None) is None
+
+
+def test_uses_count_in_the_quota_period_only() -> None:
+    times = [datetime(2026, 2, 28, 22, 59, tzinfo=UTC), datetime(2026, 2, 28, 23, 0, tzinfo=UTC)]  # 23:59 / 00:00 Paris
+    at = datetime(2026, 3, 15, tzinfo=UTC)
+    assert D.used_in_period(FREE, times, at, PARIS) == 1  # only the one on 1 March in Paris
+    assert D.used_in_period(ONCE, times, at, PARIS) == 2  # a quota without a period counts every use

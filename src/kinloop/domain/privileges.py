@@ -8,6 +8,7 @@ use, never from a stored grant.
 from __future__ import annotations
 
 import calendar
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -66,6 +67,14 @@ def bounds(per: QuotaPeriod, at: datetime, tz: ZoneInfo) -> tuple[datetime, date
         datetime.combine(period_start(per, day), time(), tzinfo=tz),
         datetime.combine(next_period_start(per, day), time(), tzinfo=tz),
     )
+
+
+def used_in_period(privilege: Privilege, used_at: Iterable[datetime], at: datetime, tz: ZoneInfo) -> int:
+    """How many of the uses at `used_at` fall in the quota's period containing `at` (or ever)."""
+    start, end = period_bounds(privilege.quota.per if privilege.quota else None, at, tz)
+    if start is None or end is None:
+        return sum(1 for _ in used_at)
+    return sum(1 for t in used_at if start <= t < end)
 
 
 def birthday_of(profile_birthday: object) -> date | None:

@@ -129,9 +129,17 @@ def held(conn: Connection, program: Program, row: member_svc.MemberRow, *, now: 
         return []
     birthday = D.birthday_of(row.profile.get("birthday"))
     tz = _member_tz(program, row.profile)
+    times: dict[str, list[datetime]] = {p.key: [] for p in holdings}
+    for key, at in conn.execute(
+        select(privilege_uses.c.privilege, privilege_uses.c.used_at).where(
+            privilege_uses.c.member_pk == row.pk, privilege_uses.c.privilege.in_(list(times))
+        )
+    ):
+        times[key].append(at)
     out = []
     for p in holdings:
-        h = D.holding(p, used=_used(conn, row.pk, p, now, program.timezone), birthday=birthday, at=now, tz=tz)
+        used = D.used_in_period(p, times[p.key], now, program.timezone)
+        h = D.holding(p, used=used, birthday=birthday, at=now, tz=tz)
         quota = None if p.quota is None else {"uses": p.quota.uses, "per": p.quota.per}
         out.append(
             {
