@@ -34,6 +34,12 @@ def test_use_then_usage(ready: str, tmp_path: Path) -> None:
     report = json.loads(r.stdout)
     rows = {(x["privilege"], x["tier"]): (x["members"], x["uses"], x["use_rate"]) for x in report["rows"]}
     assert rows[("free_drink", "gold")] == (2, 1, "0.5000")
+    shown = kl("member", "show", "ada", "--db", ready)
+    assert shown.stdout.endswith(
+        "  Birthday drink: 1 of 1 left this year; usable in your birthday month; add your birthday to your profile\n"
+        "  Free drink: 1 of 2 left this month\n"
+        "  Priority pickup: unlimited\n"
+    )
     table = kl("privileges", "usage", "--db", ready)
     assert "Free drink" in table.stdout
     assert "50%" in table.stdout

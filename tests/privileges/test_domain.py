@@ -134,3 +134,33 @@ def test_uses_count_in_the_quota_period_only() -> None:
     at = datetime(2026, 3, 15, tzinfo=UTC)
     assert D.used_in_period(FREE, times, at, PARIS) == 1  # only the one on 1 March in Paris
     assert D.used_in_period(ONCE, times, at, PARIS) == 2  # a quota without a period counts every use
+
+
+@given(
+    hours=st.lists(st.integers(0, 24 * 120), min_size=1, max_size=40),
+    per=st.sampled_from(["day", "week", "month", "year", None]),
+    uses=st.integers(1, 3),
+)
+def test_accepted_uses_never_exceed_the_quota_of_any_period(
+    hours: list[int], per: D.QuotaPeriod | None, uses: int
+) -> None:
+    """Attempts in time order, each checked against the uses accepted before it: every period
+    ends up with exactly min(attempts, quota) accepted uses."""
+    p = Privilege("p", "P", "preferential", ("gold",), Quota(uses, per))
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    accepted: list[datetime] = []
+    for at in sorted(start + timedelta(hours=h) for h in hours):
+        try:
+            check(p, used=D.used_in_period(p, accepted, at, PARIS), at=at)
+        except QuotaExhausted:
+            continue
+        accepted.append(at)
+    attempts_by_period: dict[object, int] = {}
+    accepted_by_period: dict[object, int] = {}
+    for at in sorted(start + timedelta(hours=h) for h in hours):
+        key = D.period_bounds(per, at, PARIS)
+        attempts_by_period[key] = attempts_by_period.get(key, 0) + 1
+    for at in accepted:
+        key = D.period_bounds(per, at, PARIS)
+        accepted_by_period[key] = accepted_by_period.get(key, 0) + 1
+    assert accepted_by_period == {k: min(n, uses) for k, n in attempts_by_period.items()}

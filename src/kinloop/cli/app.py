@@ -205,6 +205,8 @@ def member_show(
         out.print(f"  {view.next_tier['text']}")
     for item in view.expiring:
         out.print(f"  [yellow]{item['text']}[/]")
+    for held in view.privileges:
+        out.print(f"  {held['name']}: {held['text']}", markup=False)
 
 
 def _print_movement(result: ledger.Movement, lp: programs.LoadedProgram, verb: str, as_json: bool) -> None:
