@@ -9,7 +9,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Connection, outerjoin, select, update
+from sqlalchemy import Connection, bindparam, outerjoin, select, update
 
 from kinloop.domain import ledger as L
 from kinloop.domain.amounts import from_minor
@@ -192,9 +192,7 @@ def show(
     program = loaded.program
     row = get(conn, loaded.program_id, member_id)
     amounts = dict.fromkeys(program.currencies, (0, 0))
-    for cur, avail, pend in conn.execute(
-        select(balances.c.currency, balances.c.available, balances.c.pending).where(balances.c.member_pk == row.pk)
-    ):
+    for cur, avail, pend in select_in(conn, balances, ("currency", "available", "pending"), "member_pk", [row.pk]):
         amounts[cur] = (avail, pend)
     bal_json = {}
     pend_json = {}
@@ -314,20 +312,22 @@ def history(
     return out, next_cursor
 
 
+# Built once: building the statement cost as much as running it.
+_EXPIRING = select(lots.c.currency, lots.c.remaining, lots.c.expires_at).where(
+    lots.c.member_pk == bindparam("member_pk"),
+    lots.c.remaining > 0,
+    lots.c.expires_at.is_not(None),
+    lots.c.expires_at <= bindparam("horizon"),
+    lots.c.status == "available",
+)
+
+
 def _expiring(conn: Connection, program: Program, member_pk: int, horizon: datetime) -> list[dict[str, Any]]:
     """What of a member's balances expires before `horizon`, by currency and local day."""
     if all(c.expiry.kind == "never" for c in program.currencies.values()):
         return []  # nothing can expire: spare the query
     soon: dict[tuple[str, date], int] = {}
-    for cur, remaining, at in conn.execute(
-        select(lots.c.currency, lots.c.remaining, lots.c.expires_at).where(
-            lots.c.member_pk == member_pk,
-            lots.c.remaining > 0,
-            lots.c.expires_at.is_not(None),
-            lots.c.expires_at <= horizon,
-            lots.c.status == "available",
-        )
-    ):
+    for cur, remaining, at in conn.execute(_EXPIRING, {"member_pk": member_pk, "horizon": horizon}):
         key = (cur, at.astimezone(program.timezone).date())
         soon[key] = soon.get(key, 0) + remaining
     return [
