@@ -94,7 +94,7 @@ def test_ties_go_to_who_reached_the_score_first_then_to_the_member_id(engine: En
         5,
     ]
     assert standing(engine, community, "weekly_answers", "amy")["text"] == (
-        "4th of 5 on Top answerers this week (2026-W10), with 1 answers"
+        "4th of 5 on Top answerers this week (2026-W10), with 1 answer"
     )
 
 
@@ -149,7 +149,7 @@ def test_a_grouped_board_ranks_members_within_their_city(engine: Engine, communi
         "Shanghai",
         2,
         2,
-        "2nd of 2 on City stars this month (2026-03), with 23 Growth",
+        "2nd of 2 on City growth this month (2026-03), with 23 Growth",
     )
     dan = standing(engine, community, "city_growth", "dan")
     assert (dan["group"], dan["rank"], dan["score"]) == (None, None, 23)

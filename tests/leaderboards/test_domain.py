@@ -13,7 +13,7 @@ from kinloop.domain import leaderboards as D
 from kinloop.domain.errors import InvalidInput
 from kinloop.domain.program import Leaderboard
 
-ANSWERS = Leaderboard("answers", "Top answerers", "week", event="answer", unit="answers")
+ANSWERS = Leaderboard("answers", "Top answerers", "week", event="answer", unit="answers", unit_one="answer")
 GROWTH = Leaderboard("growth", "City growth", "month", currency="growth", group_by="city")
 EVER = Leaderboard("ever", "All time", "all_time", currency="coins")
 
@@ -50,6 +50,26 @@ def test_periods_are_named_as_people_write_them() -> None:
     assert D.period_name(Leaderboard("d", "D", "day", event="x"), day) == "2026-03-05"
     # ISO weeks: 1 January 2027 belongs to the last week of 2026.
     assert D.board_period_key(ANSWERS, date(2027, 1, 1)) == "w2026-53"
+
+
+def test_scores_in_words() -> None:
+    from tests.domain.factories import program
+
+    p = program(
+        """
+key: p
+name: P
+currencies: [{key: coins, name: Coins, kind: points, decimals: 1}]
+event_types: [{key: answer}]
+"""
+    )
+    assert [D.score_text(p, ANSWERS, n) for n in (0, 1, 2, 1200)] == [
+        "0 answers",
+        "1 answer",
+        "2 answers",
+        "1,200 answers",
+    ]
+    assert D.score_text(p, EVER, 25) == "2.5 Coins"
 
 
 def test_ordinals() -> None:

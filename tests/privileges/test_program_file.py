@@ -50,7 +50,7 @@ leaderboards:
         Privilege("line", "VIP line", "service", ("gold",), None, description="Call us"),
     )
     assert p.leaderboards == (
-        Leaderboard("answers", "Answers", "week", event="answer", unit="answer events"),
+        Leaderboard("answers", "Answers", "week", event="answer", unit="answer events", unit_one="answer event"),
         Leaderboard("stars", "Stars", "all_time", currency="stars", group_by="city"),
     )
 

@@ -97,7 +97,7 @@ def score_text(program: Program, board: Leaderboard, score: int) -> str:
     """A score in the program's words: `120 ★`, `12 answers`."""
     if board.currency is not None:
         return program.currencies[board.currency].display(score)
-    return f"{score:,} {board.unit}"
+    return f"{score:,} {board.unit_one if score == 1 else board.unit}"
 
 
 def ordinal(n: int) -> str:

@@ -198,7 +198,8 @@ class Leaderboard:
     period: BoardPeriod
     currency: str | None = None
     event: str | None = None
-    unit: str = ""
+    unit: str = ""  # for event counts; `unit_one` for a count of 1
+    unit_one: str = ""
     group_by: str | None = None
 
 

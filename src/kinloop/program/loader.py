@@ -394,8 +394,10 @@ class _Compiler:
                 self.fail(f"leaderboards[{i}].measure.currency", f"unknown currency {m.currency!r}")
             if m.event is not None and m.event not in types:
                 self.fail(f"leaderboards[{i}].measure.event", f"unknown event type {m.event!r}")
-            unit = m.unit or (f"{m.event.replace('_', ' ')} events" if m.event else "")
-            out.append(Leaderboard(b.key, b.name, b.period, m.currency, m.event, unit, b.group_by))
+            event = m.event.replace("_", " ") if m.event else ""
+            unit = m.unit or (f"{event} events" if m.event else "")
+            unit_one = m.unit_one or (m.unit if m.unit else f"{event} event" if m.event else "")
+            out.append(Leaderboard(b.key, b.name, b.period, m.currency, m.event, unit, unit_one, b.group_by))
         return out
 
 

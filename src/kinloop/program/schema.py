@@ -197,12 +197,13 @@ class MeasureSpec(Strict):
     currency: Key | None = None
     event: Key | None = None
     unit: str | None = Field(None, max_length=32, description="for event counts, e.g. answers")
+    unit_one: str | None = Field(None, max_length=32, description="the unit for a count of 1, e.g. answer")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> MeasureSpec:
         if (self.currency is None) == (self.event is None):
             raise ValueError("give exactly one of currency or event")
-        if self.currency is not None and self.unit is not None:
+        if self.currency is not None and (self.unit is not None or self.unit_one is not None):
             raise ValueError("unit is for event counts; currencies show their own unit")
         return self
 
