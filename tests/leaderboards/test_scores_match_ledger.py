@@ -6,15 +6,16 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 from kinloop.domain import leaderboards as D
 from kinloop.domain.errors import AlreadyReversed
 from kinloop.domain.periods import local_day
-from kinloop.services import ingest, ledger
+from kinloop.services import ingest, leaderboards, ledger, verify
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.tables import entries, events, leaderboard_scores, members
 from tests.conftest import load_example
@@ -113,3 +114,38 @@ def test_stored_scores_equal_the_ledger(
     mine = {k: v for k, v in stored(engine, lp.program_id).items() if k[2].startswith(tag)}
     expected = {k: v for k, v in from_ledger(engine, lp, reversed_ids).items() if k[2].startswith(tag)}
     assert mine == expected
+    # `kinloop verify` recomputes the same from the ledger, and finds every score right.
+    with engine.connect() as conn:
+        assert leaderboards.mismatches(conn, lp) == []
+        assert {k: v for k, v in leaderboards.recompute(conn, lp).items() if k[0] == "weekly_answers"} == {
+            k: v for k, v in stored_by_pk(conn, lp.program_id).items() if k[0] == "weekly_answers"
+        }
+
+
+def stored_by_pk(conn: Any, program_id: int) -> dict[tuple[str, str, int], int]:
+    rows = conn.execute(
+        select(
+            leaderboard_scores.c.board,
+            leaderboard_scores.c.period,
+            leaderboard_scores.c.member_pk,
+            leaderboard_scores.c.score,
+        ).where(leaderboard_scores.c.program_id == program_id)
+    ).all()
+    return {(b, p, m): s for b, p, m, s in rows if s}
+
+
+def test_verify_reports_a_score_that_differs_from_the_ledger(engine: Engine) -> None:
+    lp = load_example(engine, "content_community")
+    with engine.begin() as conn:
+        ingest.ingest(
+            conn,
+            lp,
+            [{"event_id": "a", "member_id": "ann", "type": "answer", "occurred_at": START.isoformat()}],
+            now=NOW,
+        )
+        assert verify.verify(conn, lp).ok
+        conn.execute(update(leaderboard_scores).where(leaderboard_scores.c.board == "city_growth").values(score=99))
+        report = verify.verify(conn, lp)
+    assert [(m.check, m.member_id, m.currency, m.expected, m.found) for m in report.mismatches] == [
+        ("leaderboard.score", "ann", "city_growth/m2026-02", 23, 99)
+    ]

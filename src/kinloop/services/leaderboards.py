@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, and_, case, func, or_, select, update
 
 from kinloop.domain import leaderboards as D
 from kinloop.domain.amounts import from_minor
@@ -21,8 +21,9 @@ from kinloop.domain.periods import local_day
 from kinloop.domain.program import Leaderboard, Program
 from kinloop.domain.rules import Award
 from kinloop.services import members as member_svc
-from kinloop.services.programs import LoadedProgram
+from kinloop.services.programs import LoadedProgram, version_program
 from kinloop.store.bulk import add_rows
+from kinloop.store.tables import entries, events
 from kinloop.store.tables import leaderboard_scores as scores
 
 ORDER = "score (highest first), then who reached it first, then member_id"
@@ -227,3 +228,90 @@ def standing(
         "score": _number(program, board, score),
         "text": D.rank_text(program, board, rank, total, score, day),
     }
+
+
+def recompute(conn: Connection, loaded: LoadedProgram) -> dict[tuple[str, str, int], int]:
+    """Every score as the ledger says it should be, by (board, period, member_pk).
+
+    Each event counts on the boards of the program version that booked it: its net award
+    (earned less clawed back) of the board's currency, or 1 on a count board unless a reversal
+    took back everything it earned."""
+    earned = case((entries.c.kind == "earn", entries.c.amount), else_=0)
+    taken = case((entries.c.kind.in_(("reversal", "write_off")), entries.c.amount), else_=0)
+    query = (
+        select(
+            events.c.id,
+            events.c.member_pk,
+            events.c.type,
+            events.c.occurred_at,
+            events.c.program_version_id,
+            events.c.refunded,
+            entries.c.currency,
+            func.coalesce(func.sum(earned), 0),
+            func.coalesce(func.sum(earned - taken), 0),
+        )
+        .select_from(events.outerjoin(entries, entries.c.event_pk == events.c.id))
+        .where(events.c.program_id == loaded.program_id)
+        .group_by(
+            events.c.id,
+            events.c.member_pk,
+            events.c.type,
+            events.c.occurred_at,
+            events.c.program_version_id,
+            events.c.refunded,
+            entries.c.currency,
+        )
+        .order_by(events.c.id)
+    )
+    out: dict[tuple[str, str, int], int] = {}
+    versions: dict[int, Program] = {}
+    current: tuple[Any, ...] | None = None
+    nets: dict[str, int] = {}
+    gross = 0
+
+    def settle() -> None:
+        if current is None:
+            return
+        _, pk, etype, at, version_id, refunded = current
+        if version_id not in versions:
+            versions[version_id] = version_program(conn, version_id)
+        program = versions[version_id]
+        if not program.leaderboards:
+            return
+        undone = refunded is not None and gross > 0 and all(v <= 0 for v in nets.values())
+        day = local_day(at, program.timezone)
+        for board in program.leaderboards:
+            amount = (0 if undone else int(board.event == etype)) if board.event else nets.get(board.currency or "", 0)
+            if amount:
+                key = (board.key, D.board_period_key(board, day), pk)
+                out[key] = out.get(key, 0) + amount
+
+    for ev_pk, pk, etype, at, version_id, refunded, currency, gross_part, net in conn.execute(query):
+        if current is None or current[0] != ev_pk:
+            settle()
+            current, nets, gross = (ev_pk, pk, etype, at, version_id, refunded), {}, 0
+        if currency is not None:
+            nets[currency] = int(net)
+            gross += int(gross_part)
+    settle()
+    return {k: v for k, v in out.items() if v}
+
+
+def mismatches(conn: Connection, loaded: LoadedProgram) -> list[tuple[str, int, int, int]]:
+    """(board/period, member_pk, expected, stored) wherever a stored score differs from the ledger."""
+    stored = {
+        (board, period, pk): int(score)
+        for board, period, pk, score in conn.execute(
+            select(scores.c.board, scores.c.period, scores.c.member_pk, scores.c.score).where(
+                scores.c.program_id == loaded.program_id
+            )
+        )
+    }
+    if not stored and not loaded.program.leaderboards:
+        return []  # nothing kept, nothing to prove
+    expected = recompute(conn, loaded)
+    return [
+        (f"{k[0]}/{k[1]}", k[2], expected.get(k, 0), stored.get(k, 0))
+        for k in sorted(set(stored) | set(expected))
+        if expected.get(k, 0) != stored.get(k, 0)
+    ]
