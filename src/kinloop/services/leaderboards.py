@@ -118,6 +118,7 @@ def lower_for_reversal(
 
 
 def board_of(program: Program, key: str) -> Leaderboard:
+    """The program's leaderboard with this key, or UnknownLeaderboard naming the ones it has."""
     for board in program.leaderboards:
         if board.key == key:
             return board

@@ -3,6 +3,7 @@ member holds with what is left, and utilisation per privilege and tier for opera
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -21,6 +22,7 @@ from kinloop.store.tables import members, privilege_uses
 
 
 def privilege_of(program: Program, key: str) -> Privilege:
+    """The program's privilege with this key, or UnknownPrivilege naming the ones it has."""
     for p in program.privileges:
         if p.key == key:
             return p
@@ -28,7 +30,7 @@ def privilege_of(program: Program, key: str) -> Privilege:
     raise UnknownPrivilege(f"no privilege {key!r} in this program (privileges: {known})", field="privilege_key")
 
 
-def _member_tz(program: Program, profile: dict[str, Any] | Any) -> ZoneInfo:
+def _member_tz(program: Program, profile: Mapping[str, Any]) -> ZoneInfo:
     """The member's own time zone for the birthday month, else the program's."""
     name = profile.get("timezone")
     if isinstance(name, str):
@@ -40,6 +42,7 @@ def _member_tz(program: Program, profile: dict[str, Any] | Any) -> ZoneInfo:
 
 
 def _tier_name(program: Program, tier: str | None) -> str:
+    """A tier in the program's words ("Gold")."""
     if tier is None:
         return "members without a tier"
     names = {t.key: t.name for t in program.ladder.tiers} if program.ladder else {}
