@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from swagger_ui_bundle import swagger_ui_path
 
 from kinloop import __version__
-from kinloop.api import draws, envelopes, goals, metrics, problems, webhooks
+from kinloop.api import draws, envelopes, goals, leaderboards, metrics, privileges, problems, webhooks
 from kinloop.api.deps import ApiState, BodyLimit
 from kinloop.api.routes import router
 from kinloop.store import migrate
@@ -86,6 +86,8 @@ def create_app(db: str | None = None, *, rate_limit: int | None = None, max_body
     app.include_router(draws.router)
     app.include_router(envelopes.router)
     app.include_router(goals.router)
+    app.include_router(privileges.router)
+    app.include_router(leaderboards.router)
     # The docs work offline: Swagger UI's files are served by kinloop itself.
     app.mount("/static/swagger", StaticFiles(directory=swagger_ui_path), name="swagger")
 

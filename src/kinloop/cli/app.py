@@ -17,7 +17,10 @@ from sqlalchemy import Engine, inspect
 
 from kinloop.cli import draws as outlets_cli
 from kinloop.cli import envelopes as envelopes_cli
+from kinloop.cli import leaderboard as leaderboard_cli
+from kinloop.cli import privileges as privileges_cli
 from kinloop.cli.errors import EXIT_INVALID, EXIT_REFUSED, err, handled
+from kinloop.cli.options import DbOption, JsonOption, ProgramOption
 from kinloop.clock import utcnow
 from kinloop.domain.errors import InvalidInput, NotInitialised
 from kinloop.program.loader import compile_program, parse_program, program_schema
@@ -46,14 +49,10 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(outlets_cli.draws_app, name="draws")
 app.add_typer(outlets_cli.goals_app, name="goals")
 app.add_typer(envelopes_cli.app, name="envelopes")
+app.add_typer(privileges_cli.app, name="privileges")
+app.command("leaderboard")(leaderboard_cli.leaderboard)
 # soft_wrap: piped output and logs get whole lines, not lines cut at 80 columns.
 out = Console(highlight=False, soft_wrap=True)
-
-DbOption = Annotated[
-    str | None, typer.Option("--db", help="Database URL [env: KINLOOP_DATABASE_URL; default sqlite:///kinloop.db]")
-]
-ProgramOption = Annotated[str | None, typer.Option("--program", help="Program key (needed when several are loaded).")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 def _engine(db: str | None) -> Engine:
@@ -211,6 +210,8 @@ def member_show(
         out.print(f"  {view.next_tier['text']}")
     for item in view.expiring:
         out.print(f"  [yellow]{item['text']}[/]")
+    for held in view.privileges:
+        out.print(f"  {held['name']}: {held['text']}", markup=False)
 
 
 def _print_movement(result: ledger.Movement, lp: programs.LoadedProgram, verb: str, as_json: bool) -> None:

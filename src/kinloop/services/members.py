@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -169,6 +169,7 @@ class MemberView:
     next_tier: dict[str, Any] | None
     expiring: list[dict[str, Any]]
     profile: Mapping[str, Any]
+    privileges: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -179,6 +180,7 @@ class MemberView:
             "next_tier": self.next_tier,
             "expiring": self.expiring,
             "display": self.display,
+            "privileges": self.privileges,
             "profile": dict(self.profile),
         }
 
@@ -217,7 +219,10 @@ def show(
                 "text": f"{currency.display(prog.missing)} to {prog.next.name}",
             }
     expiring = _expiring(conn, program, row.pk, now + timedelta(days=expiring_days))
-    return MemberView(row.member_id, tier, bal_json, pend_json, display, next_tier, expiring, row.profile)
+    from kinloop.services import privileges
+
+    held = privileges.held(conn, program, row, now=now) if program.privileges else []
+    return MemberView(row.member_id, tier, bal_json, pend_json, display, next_tier, expiring, row.profile, held)
 
 
 def _number(minor: int, decimals: int) -> int | str:
