@@ -126,3 +126,13 @@ def test_a_draw_window_needs_time_zones_and_an_order(api: Api) -> None:
     backwards = {**draw_body("backwards"), "closes_at": "2025-01-01T00:00:00Z"}
     assert assert_problem(post(api, "/v1/draws", backwards), 422, "invalid_input")["field"] == "closes_at"
     assert row_counts(api.engine) == before
+
+
+def test_a_member_token_sees_only_envelopes_it_takes_part_in(api: Api) -> None:
+    post(api, "/v1/envelopes/compensations", {"member_id": "m2", "amount": 5, "reason": "late", "key": "c1"})
+    post(api, "/v1/envelopes", {"from": "m2", "key": "grp", "amount": 3, "shares": 3})
+    m1 = {"Authorization": f"Bearer {api.member_token('m1')}"}
+    m2 = {"Authorization": f"Bearer {api.member_token('m2')}"}
+    assert_problem(api.client.get("/v1/envelopes/compensation:c1", headers=m1), 404, "not_found")
+    assert api.client.get("/v1/envelopes/compensation:c1", headers=m2).json()["reason"] == "late"
+    assert api.client.get("/v1/envelopes/grp", headers=m1).json()["shares"] == 3

@@ -15,6 +15,7 @@ from kinloop.api.problems import problem
 from kinloop.api.routes import number
 from kinloop.api.schemas import NO_NUL, Id, Model, Reason
 from kinloop.clock import utcnow
+from kinloop.domain.errors import NotFound
 from kinloop.services import envelopes
 from kinloop.services.keys import Principal
 
@@ -79,7 +80,13 @@ def send(who: Actor, conn: Conn, body: EnvelopeIn) -> Any:
 
 @router.get("/v1/envelopes/{envelope_key}", summary="One envelope and its claims")
 def get_envelope(who: Viewer, conn: ReadConn, envelope_key: EnvelopePath) -> Any:
-    return envelopes.view(conn, program_of(conn, who), envelope_key, now=utcnow())
+    """A member token sees group envelopes (shared to be claimed) and the ones it sent, received or claimed."""
+    view = envelopes.view(conn, program_of(conn, who), envelope_key, now=utcnow())
+    if who.scope == "member" and view["kind"] != "group":
+        involved = {view["from"], view["to"], *(c["member_id"] for c in view["claims"])}
+        if who.member_id not in involved:
+            raise NotFound(f"no envelope {envelope_key!r} in this program", field="envelope")
+    return view
 
 
 @router.post("/v1/envelopes/{envelope_key}/claims", summary="Claim a share of a group envelope")
