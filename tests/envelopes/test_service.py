@@ -12,7 +12,7 @@ from kinloop.services import envelopes, ledger
 from kinloop.services import members as member_svc
 from kinloop.services import verify as verify_svc
 from kinloop.services.programs import LoadedProgram
-from kinloop.store.tables import audit_log, balances, entries, members
+from kinloop.store.tables import audit_log, balances, entries, lots, members
 from tests.api.conftest import row_counts
 from tests.conftest import NOW
 
@@ -153,3 +153,31 @@ def test_compensation_is_audited_and_sent_once(engine: Engine, coffee: LoadedPro
     with engine.connect() as conn:
         stats = envelopes.stats(conn, coffee)
     assert stats["compensation"]["beans"]["volume"] == 50
+
+
+def test_received_points_keep_the_expiry_of_the_points_sent(engine: Engine, coffee: LoadedProgram) -> None:
+    earned_at = NOW - timedelta(days=180)  # Beans expire 12 months after earning
+    with engine.begin() as conn:
+        ledger.adjust(conn, coffee, "m1", "beans", 100, reason="old", actor="t", key=None, now=earned_at)
+        ledger.adjust(conn, coffee, "m1", "beans", 100, reason="new", actor="t", key=None, now=NOW)
+    fund(engine, coffee, "m2", 1)
+    fund(engine, coffee, "m3", 1)
+    with engine.begin() as conn:
+        envelopes.send(conn, coffee, "m1", key="t", amount=50, to="m2", now=NOW)
+        envelopes.send(conn, coffee, "m1", key="g", amount=20, shares=2, window=timedelta(hours=1), now=NOW)
+    with engine.begin() as conn:
+        envelopes.claim(conn, coffee, "g", "m3", now=NOW)
+        envelopes.close_due(conn, coffee, now=NOW + timedelta(hours=2))
+    with engine.connect() as conn:
+        got = conn.execute(
+            select(members.c.member_id, entries.c.kind, lots.c.expires_at)
+            .join(entries, entries.c.id == lots.c.id)
+            .join(members, members.c.id == lots.c.member_pk)
+            .where(entries.c.kind.in_(("transfer_in", "transfer_return")))
+            .order_by(lots.c.id)
+        ).all()
+        oldest = conn.execute(select(func.min(lots.c.expires_at))).scalar_one()
+    assert [(m, k) for m, k, _ in got] == [("m2", "transfer_in"), ("m3", "transfer_in"), ("m1", "transfer_return")]
+    assert oldest < NOW + timedelta(days=200)  # the Beans earned 180 days ago, not a fresh 12 months
+    assert [e for _, _, e in got] == [oldest] * 3
+    assert verified(engine, coffee)

@@ -246,9 +246,12 @@ class Book:
         tz: Any = None,
         kind: str = "earn",
         src: str = L.ISSUANCE,
+        expires_at: datetime | None = None,
         **extra: Any,
     ) -> int:
-        """Credit a member: to pending when held, else available, paying off debts first."""
+        """Credit a member: to pending when held, else available, paying off debts first.
+
+        `expires_at` overrides the currency's expiry (points moved between members keep theirs)."""
         dst = L.PENDING if pending else L.AVAILABLE
         entry_id = self._entry(member_pk, currency.key, amount, src, dst, kind, earned_at, **extra)
         bal = self.balance(member_pk, currency.key)
@@ -257,7 +260,7 @@ class Book:
         else:
             bal.available += amount
         if currency.kind == "points" or pending:
-            expires = expiry_for(currency.expiry, earned_at, tz) if tz is not None else None
+            expires = expires_at or (expiry_for(currency.expiry, earned_at, tz) if tz is not None else None)
             lot = Lot(
                 entry_id,
                 currency.key,
@@ -310,6 +313,12 @@ class Book:
             self._move(entry_id, self._find_lot(member_pk, currency.key, lot_id), -take)
         bal.available -= amount
         return entry_id
+
+    def soonest_expiry(self, entry_id: int, member_pk: int, currency: str) -> datetime | None:
+        """The soonest expiry among the lots an entry of this transaction took from (None: none expire)."""
+        taken = {m["lot_id"] for m in self.movements if m["entry_id"] == entry_id and m["amount"] < 0}
+        found = [lot.expires_at for lot in self.lots(member_pk, currency) if lot.id in taken and lot.expires_at]
+        return min(found, default=None)
 
     def lower_growth(
         self, member_pk: int, currency: Currency, amount: int, *, effective_at: datetime, **extra: Any

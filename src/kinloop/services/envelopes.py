@@ -137,7 +137,8 @@ def send(
     charge = fee(total, policy.fee_percent)
     book = Book(conn, loaded.program_id, loaded.version_id, now)
     extra = {"idempotency_key": f"envelope:{key}", "reason": message or "red envelope", "actor": actor}
-    book.debit(sender.pk, currency, total, kind="transfer_out", dst=L.TRANSFER, effective_at=now, **extra)
+    out_id = book.debit(sender.pk, currency, total, kind="transfer_out", dst=L.TRANSFER, effective_at=now, **extra)
+    expires = book.soonest_expiry(out_id, sender.pk, currency.key)
     if charge:
         book.debit(
             sender.pk, currency, charge, kind="fee", dst=L.FEES, effective_at=now, reason=f"fee on envelope {key}"
@@ -155,6 +156,7 @@ def send(
             fee=charge,
             shares=parts,
             split="direct" if to is not None else mode,
+            points_expire_at=expires,
             claimed=0,
             claims=0,
             returned=0,
@@ -168,7 +170,7 @@ def send(
         .returning(envelopes.c.id)
     ).scalar_one()
     if to is not None:
-        _credit(conn, book, loaded, envelope_id, recipient.pk, currency, total, now, claims=0, claimed=0)
+        _credit(conn, book, loaded, envelope_id, recipient.pk, currency, total, now, expires, claims=0, claimed=0)
         conn.execute(update(envelopes).where(envelopes.c.id == envelope_id).values(status="closed", closed_at=now))
     book.flush()
     return view(conn, loaded, key, now=now)
@@ -183,6 +185,7 @@ def _credit(
     currency: Currency,
     amount: int,
     now: datetime,
+    expires: datetime | None,
     *,
     claims: int,
     claimed: int,
@@ -195,6 +198,7 @@ def _credit(
         tz=loaded.program.timezone,
         kind="transfer_in",
         src=L.TRANSFER,
+        expires_at=expires,
         reason=f"red envelope {envelope_id}",
     )
     conn.execute(
@@ -258,6 +262,7 @@ def claim(conn: Connection, loaded: LoadedProgram, key: str, member_id: str, *, 
         program.currencies[row.currency],
         amount,
         now,
+        row.points_expire_at,
         claims=row.claims,
         claimed=row.claimed,
     )
@@ -288,6 +293,7 @@ def _close(conn: Connection, loaded: LoadedProgram, row: Row[Any], now: datetime
             tz=loaded.program.timezone,
             kind="transfer_return",
             src=L.TRANSFER,
+            expires_at=row.points_expire_at,
             idempotency_key=f"envelope-return:{row.key}",
             reason=f"unclaimed rest of envelope {row.key}",
         )

@@ -454,6 +454,9 @@ envelopes = Table(
     Column("fee", BigInteger, nullable=False),
     Column("shares", JSON, nullable=False),  # amounts, handed out in order
     Column("split", String(16), nullable=False),
+    # The soonest expiry of the sender's points it holds: received points keep it, so that
+    # passing points around never extends their life. NULL: they do not expire.
+    Column("points_expire_at", UTCDateTime),
     Column("claimed", BigInteger, nullable=False),
     Column("claims", Integer, nullable=False),
     Column("returned", BigInteger, nullable=False),

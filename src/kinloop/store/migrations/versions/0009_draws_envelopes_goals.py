@@ -118,6 +118,7 @@ def upgrade() -> None:
         sa.Column("fee", sa.BigInteger(), nullable=False),
         sa.Column("shares", sa.JSON(), nullable=False),
         sa.Column("split", sa.String(length=16), nullable=False),
+        sa.Column("points_expire_at", kinloop.store.tables.UTCDateTime(timezone=True), nullable=True),
         sa.Column("claimed", sa.BigInteger(), nullable=False),
         sa.Column("claims", sa.Integer(), nullable=False),
         sa.Column("returned", sa.BigInteger(), nullable=False),
