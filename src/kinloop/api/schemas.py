@@ -101,6 +101,37 @@ class NextTier(BaseModel):
     text: str
 
 
+class TierTerm(BaseModel):
+    tier: str
+    name: str
+    until: str | None
+    text: str
+    locked: bool | None = None
+
+
+class TierKeep(BaseModel):
+    tier: str
+    missing: int | str
+    by: str
+    text: str
+
+
+class TierStatus(BaseModel):
+    """Where the tier comes from and what keeps it: the earned tier and its qualification in the
+    current window, grace, paid term, manual floor or lock, grandfathered tier."""
+
+    source: str | None = Field(description="where the tier comes from: earned, paid, manual or kept")
+    earned: str | None
+    qualification: int | str
+    qualification_text: str
+    window: str
+    grace_until: str | None
+    paid: TierTerm | None
+    manual: TierTerm | None
+    kept: TierTerm | None
+    keep: TierKeep | None
+
+
 class Expiring(BaseModel):
     currency: str
     amount: int | str
@@ -114,6 +145,7 @@ class MemberOut(BaseModel):
     pending: dict[str, int | str]
     tier: TierRef | None
     next_tier: NextTier | None
+    tier_status: TierStatus | None = None
     expiring: list[Expiring]
     display: dict[str, str]
     profile: dict[str, Any] = Field(default_factory=dict)

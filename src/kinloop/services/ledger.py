@@ -23,9 +23,9 @@ from kinloop.domain.errors import (
 )
 from kinloop.domain.program import Currency, Program
 from kinloop.domain.rules import base_amount
-from kinloop.domain.tiers import tier_for
 from kinloop.services import members as member_svc
 from kinloop.services import outbox
+from kinloop.services import tiers as tier_svc
 from kinloop.services.book import Book, lock_members
 from kinloop.services.programs import LoadedProgram, version_program
 from kinloop.store.tables import audit_log, entries, events, lots, members, tier_changes
@@ -132,6 +132,7 @@ def spend(
         if found:
             return found
     book = Book(conn, loaded.program_id, loaded.version_id, now)
+    tier_svc.track(book, program)
     entry_id = book.debit(
         member.pk,
         currency,
@@ -181,6 +182,7 @@ def adjust(
         if found:
             return found
     book = Book(conn, loaded.program_id, loaded.version_id, now)
+    tier_svc.track(book, program)
     extra: dict[str, Any] = {"idempotency_key": key, "reason": reason, "actor": actor}
     if signed > 0:
         entry_id = book.earn(
@@ -244,11 +246,9 @@ def _retier(
     event_pk: int | None = None,
 ) -> tuple[str | None, str | None] | None:
     """Re-evaluate a member's tier after the growth balance changed."""
-    ladder = program.ladder
-    if ladder is None:
+    if program.ladder is None:
         return None
-    reached = tier_for(ladder, book.balance(member_pk, ladder.currency).available)
-    new = reached.key if reached else None
+    new = tier_svc.settle(conn, program, member_pk, current, now)
     if new == current:
         return None
     conn.execute(update(members).where(members.c.id == member_pk).values(tier=new))
@@ -343,6 +343,7 @@ def reverse(
         raise AlreadyReversed(f"event {event_id!r} has nothing left to reverse")
     targets, refunded_after = _targets(rules_program, ev.attributes, earned, amount, refunded_before)
     book = Book(conn, loaded.program_id, loaded.version_id, now)
+    tier_svc.track(book, program)
     clawed: dict[str, int] = {}
     lost: dict[str, int] = {}
     for row in earned:
@@ -455,6 +456,7 @@ def expire(conn: Connection, loaded: LoadedProgram, *, now: datetime, limit: int
         return expired
     lock_members(conn, due)
     book = Book(conn, loaded.program_id, None, now)
+    tier_svc.track(book, program)
     # Re-read under the lock: another run may have expired these lots in the meantime.
     rows = conn.execute(
         select(lots.c.id, lots.c.member_pk, lots.c.currency)
@@ -494,6 +496,7 @@ def release(conn: Connection, loaded: LoadedProgram, *, now: datetime, limit: in
         return released
     lock_members(conn, due)
     book = Book(conn, loaded.program_id, None, now)
+    tier_svc.track(book, program)
     rows = conn.execute(
         select(lots.c.id, lots.c.member_pk, lots.c.currency, lots.c.pending_until)
         .where(lots.c.member_pk.in_(due), lots.c.status == "pending", lots.c.pending_until <= now)
