@@ -227,7 +227,7 @@ def test_validate_accepts_the_example_program() -> None:
     result = kl("validate", COFFEE)
     assert result.exit_code == 0
     assert result.stdout == (
-        f"ok {COFFEE}: program Coffee Club (coffee): 2 currencies, 2 event types, 3 rules, 3 tiers\n"
+        f"ok {COFFEE}: program Coffee Club (coffee): 2 currencies, 2 event types, 3 rules, 4 tiers\n"
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 
 # Text that is stored in a text column: PostgreSQL cannot store NUL characters.
 NO_NUL = r"^[^\x00]*$"
@@ -245,6 +245,9 @@ class VersionSource(VersionOut):
 class VersionIn(Model):
     source: str = Field(min_length=1, max_length=1_000_000, description="the program file, as YAML")
     activate: bool = True
+    keep_tiers_until: AwareDatetime | None = Field(
+        None, description="when the ladder changes: members keep their current tier until then"
+    )
 
 
 class DiffOut(BaseModel):

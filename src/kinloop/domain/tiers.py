@@ -18,6 +18,7 @@ import calendar
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 
 from kinloop.domain.program import Cadence, Ladder, Tier, Window
 
@@ -67,6 +68,7 @@ def last_anniversary(anchor: date, day: date) -> date:
     return this_year if this_year <= day else anniversary_in(day.year - 1, anchor)
 
 
+@lru_cache(maxsize=4096)
 def window_start(window: Window, day: date, anniversary: date) -> date | None:
     """First day of the qualification window that contains `day` (None: lifetime)."""
     if window.kind == "lifetime":
@@ -78,6 +80,7 @@ def window_start(window: Window, day: date, anniversary: date) -> date | None:
     return last_anniversary(anniversary, day)
 
 
+@lru_cache(maxsize=4096)
 def window_end(window: Window, day: date, anniversary: date) -> date | None:
     """Last day of the window that contains `day`, for windows that close (None otherwise)."""
     if window.kind == "calendar_year":
@@ -113,6 +116,7 @@ def _review_dates(cadence: Cadence, reached_on: date, after: date, upto: date) -
     return out
 
 
+@lru_cache(maxsize=4096)
 def review_due(cadence: Cadence, reached_on: date, last_run: date | None, today: date) -> date | None:
     """The latest review date since the last evaluation run, if one fell in that span."""
     after = last_run if last_run is not None else today - timedelta(days=1)
@@ -120,6 +124,7 @@ def review_due(cadence: Cadence, reached_on: date, last_run: date | None, today:
     return dates[-1] if dates else None
 
 
+@lru_cache(maxsize=4096)
 def next_review(cadence: Cadence, reached_on: date, today: date) -> date:
     """The first review date after `today` (tomorrow for realtime)."""
     if cadence == "realtime":
@@ -253,9 +258,7 @@ def _warning(ladder: Ladder, s: Standing, value: int, on: date, today: date) -> 
     return on, _demoted(ladder, s.earned, value)
 
 
-def _maybe_warn(
-    ladder: Ladder, s: Standing, qual: Qualification, today: date, anniversary: date, on: date
-) -> Review:
+def _maybe_warn(ladder: Ladder, s: Standing, qual: Qualification, today: date, anniversary: date, on: date) -> Review:
     """No review today; a `tier.will_change` warning if the review on `on` would demote."""
     if ladder.warn_days <= 0 or (ladder.cadence == "realtime" and s.grace_until is None):
         return Review(s)

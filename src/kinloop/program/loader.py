@@ -36,8 +36,8 @@ from kinloop.domain.program import (
     Window,
 )
 from kinloop.program.schema import (
-    LadderSpec,
     ExpirySpec,
+    LadderSpec,
     PendingSpec,
     PeriodLimits,
     ProgramFile,

@@ -185,7 +185,9 @@ class LadderSpec(Strict):
         description="when members who fell below their tier are reviewed: at once, on the 1st of each month, "
         "on 1 January, or on the anniversary of reaching the tier",
     )
-    grace_days: Annotated[int, Field(ge=0, le=3660)] = Field(0, description="days after a failed review before demotion")
+    grace_days: Annotated[int, Field(ge=0, le=3660)] = Field(
+        0, description="days after a failed review before demotion"
+    )
     one_level_drop: bool = Field(False, description="drop at most one tier per review")
     warn_days: Annotated[int, Field(ge=0, le=365)] = Field(
         0, description="`tier.will_change` message this many days before a scheduled demotion (0: none)"

@@ -271,9 +271,7 @@ class Book:
         """Credit a member: to pending when held, else available, paying off debts first.
         `qualifies=False` keeps a growth award out of tier qualification."""
         dst = L.PENDING if pending else L.AVAILABLE
-        entry_id = self._entry(
-            member_pk, currency.key, amount, src, dst, kind, earned_at, qualifies=qualifies, **extra
-        )
+        entry_id = self._entry(member_pk, currency.key, amount, src, dst, kind, earned_at, qualifies=qualifies, **extra)
         bal = self.balance(member_pk, currency.key)
         if pending:
             bal.pending += amount

@@ -8,12 +8,12 @@ kind of data, never one per member) and writes back only what changed.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, literal, select, update
+from sqlalchemy import ARRAY, BigInteger, Connection, any_, bindparam, func, literal, select, update
 
 from kinloop.domain.errors import NotPurchasable, UnknownTier
 from kinloop.domain.events import Event
@@ -32,7 +32,7 @@ from kinloop.domain.tiers import (
 )
 from kinloop.services import members as member_svc
 from kinloop.services import outbox
-from kinloop.services.book import Book, chunks, lock_members
+from kinloop.services.book import Book, chunks
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.bulk import insert_rows, select_in, upsert_rows
 from kinloop.store.tables import (
@@ -63,21 +63,26 @@ def _ord(d: int | None) -> date | None:
     return date.fromordinal(d) if d else None
 
 
-def _standing(row: Any, tier: str | None) -> Standing:
-    """A stored status row (or None: the member earned `tier` and has nothing else)."""
-    if row is None or row.locked is None:
+def _standing(values: Sequence[Any] | None, tier: str | None) -> Standing:
+    """A standing from the stored status columns (`_STATUS_COLUMNS` order), or None: the member
+    earned `tier` and has nothing else."""
+    if values is None or values[7] is None:  # `locked` is never NULL in a stored row
         return Standing(earned=tier)
+    earned, reached, grace, paid, paid_until, manual, manual_until, locked, kept, kept_until = values
+    if grace is None and paid is None and manual is None and kept is None:
+        # The common case, built with two fields: the review reads a million of these.
+        return Standing(earned, date.fromordinal(reached) if reached else None)
     return Standing(
-        earned=row.earned,
-        reached_on=_ord(row.reached_on),
-        grace_until=_ord(row.grace_until),
-        paid=row.paid,
-        paid_until=row.paid_until,
-        manual=row.manual,
-        manual_until=row.manual_until,
-        locked=bool(row.locked),
-        kept=row.kept,
-        kept_until=row.kept_until,
+        earned=earned,
+        reached_on=_ord(reached),
+        grace_until=_ord(grace),
+        paid=paid,
+        paid_until=paid_until,
+        manual=manual,
+        manual_until=manual_until,
+        locked=bool(locked),
+        kept=kept,
+        kept_until=kept_until,
     )
 
 
@@ -104,9 +109,18 @@ def load_standings(conn: Connection, tiers: Mapping[int, str | None]) -> dict[in
     """The standing of these members (keyed by pk, with their current tier)."""
     out = {pk: Standing(earned=t) for pk, t in tiers.items()}
     for part in chunks(sorted(tiers)):
-        for row in conn.execute(select(tier_status).where(tier_status.c.member_pk.in_(part))):
-            out[row.member_pk] = _standing(row, tiers[row.member_pk])
+        for row in conn.execute(
+            select(tier_status.c.member_pk, *_STATUS_COLUMNS).where(_among(tier_status.c.member_pk, part, conn))
+        ):
+            out[row[0]] = _standing(row[1:], tiers[row[0]])
     return out
+
+
+def _among(column: Any, values: list[int], conn: Connection) -> Any:
+    """`column IN values`; one array parameter on PostgreSQL (a long IN list costs to compile)."""
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam(None, values, type_=ARRAY(BigInteger)))
+    return column.in_(values)
 
 
 def save_standings(conn: Connection, standings: Mapping[int, Standing]) -> None:
@@ -601,9 +615,9 @@ def _members(conn: Connection, loaded: LoadedProgram, program: Program) -> Itera
         .where(m.program_id == loaded.program_id)
         .order_by(m.id)
     )
-    for row in conn.execution_options(yield_per=20000).execute(query):
-        ann = anniversary_of(_json(row.profile), row.created_at, program) if anniversary else _NO_ANNIVERSARY
-        yield _Member(row.id, row.member_id, row.tier, _standing(row, row.tier), ann)
+    for row in conn.execute(query, execution_options={"yield_per": 20000}):
+        ann = anniversary_of(_json(row[13]), row[14], program) if anniversary else _NO_ANNIVERSARY
+        yield _Member(row[0], row[1], row[2], _standing(row[3:13], row[2]), ann)
 
 
 def _day_rows(conn: Connection, loaded: LoadedProgram, ladder: Ladder, since: date) -> Iterator[tuple[int, int, int]]:
@@ -624,7 +638,7 @@ def _day_rows(conn: Connection, loaded: LoadedProgram, ladder: Ladder, since: da
             .where(m.program_id == loaded.program_id, q.currency == ladder.currency, q.day >= since.toordinal())
             .order_by(q.member_pk, q.day)
         )
-    for pk, day, amount in conn.execution_options(yield_per=50000).execute(query):
+    for pk, day, amount in conn.execute(query, execution_options={"yield_per": 50000}):
         yield pk, int(day), int(amount)
 
 
@@ -749,12 +763,21 @@ def _write(
     """Write a run's changes; members changed meanwhile (by ingestion) are left for the next run."""
     program = loaded.program
     pks = sorted(changes.standings)
-    for part in chunks(pks):
-        lock_members(conn, part)
-        current = dict(conn.execute(select(members.c.id, members.c.tier).where(members.c.id.in_(part))))
-        stored = load_standings(conn, current)
+    m = members.c
+    for part in chunks(pks, 50_000):
+        # Locked in primary-key order, like every writer of members, then compared with what
+        # the review read: a member ingestion changed meanwhile waits for the next run.
+        query = (
+            select(m.id, m.tier, *_STATUS_COLUMNS)
+            .select_from(members.outerjoin(tier_status, tier_status.c.member_pk == m.id))
+            .where(_among(m.id, part, conn))
+            .order_by(m.id)
+        )
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update(of=members)
+        now_seen = {row[0]: (row[1], _standing(row[2:], row[1])) for row in conn.execute(query)}
         for pk in part:
-            if (current.get(pk), stored.get(pk)) != changes.before[pk]:
+            if now_seen.get(pk) != changes.before[pk]:
                 result.skipped += 1
                 del changes.standings[pk]
                 changes.tiers.pop(pk, None)
@@ -851,6 +874,31 @@ def preview(conn: Connection, loaded: LoadedProgram, new: Program, *, now: datet
         row = matrix.setdefault(person.tier or "-", {})
         row[to or "-"] = row.get(to or "-", 0) + 1
     return matrix
+
+
+def active_program(conn: Connection, key: str) -> Program | None:
+    """The active version of a program, if it is loaded (to compare ladders on activation)."""
+    from kinloop.domain.errors import UnknownProgram
+    from kinloop.services import programs
+
+    try:
+        return programs.active(conn, key).program
+    except UnknownProgram:
+        return None
+
+
+def on_activation(
+    conn: Connection,
+    before: Program | None,
+    loaded: LoadedProgram,
+    *,
+    now: datetime,
+    keep_until: datetime | None = None,
+) -> Evaluated | None:
+    """Re-evaluate every member when an activation changed the ladder (None when it did not)."""
+    if before is None or before.ladder == loaded.program.ladder:
+        return None
+    return reevaluate(conn, loaded, now=now, keep_until=keep_until)
 
 
 def reevaluate(
