@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ARRAY, BigInteger, Connection, any_, bindparam, func, literal, select, update
+from sqlalchemy import ARRAY, BigInteger, Connection, any_, bindparam, case, func, literal, select, update
 
 from kinloop.domain.errors import NotPurchasable, UnknownTier
 from kinloop.domain.events import Event
@@ -23,8 +23,10 @@ from kinloop.domain.tiers import (
     Qualification,
     Standing,
     effective,
+    next_review,
     progress,
     review,
+    review_due,
     tier_for,
     to_keep,
     upgrade,
@@ -679,9 +681,27 @@ def evaluate(
     now: datetime,
     on_progress: Callable[[int], None] | None = None,
 ) -> Evaluated:
+    """Review every member of the program (see `_evaluate`)."""
+    from kinloop.services.ingest import _gc_paused
+
+    # A run allocates a few small objects per member and keeps the changed ones: the cyclic
+    # collector would scan them all again and again.
+    with _gc_paused():
+        return _evaluate(conn, loaded, now=now, on_progress=on_progress)
+
+
+def _evaluate(
+    conn: Connection,
+    loaded: LoadedProgram,
+    *,
+    now: datetime,
+    on_progress: Callable[[int], None] | None,
+) -> Evaluated:
     """Review every member of the program: upgrades, retention and demotion per the ladder's
     cadence, grace and one-level rule; paid terms that ended; `tier.will_change` and
-    `tier.expiring` messages. Two streamed queries in all, then bulk writes of what changed."""
+    `tier.expiring` messages. One streamed query with the qualification sums the reviews need
+    (members whose windows differ, such as those in grace, read their days in batches), then
+    bulk writes of what changed."""
     program = loaded.program
     ladder = program.ladder
     result = Evaluated()
@@ -690,44 +710,37 @@ def evaluate(
     today = now.astimezone(program.timezone).date()
     last_run = _last_run(conn, loaded.program_id)
     subs = outbox.load_subscribers(conn, loaded.program_id)
-    warn = bool(subs.of(outbox.TIER_WILL_CHANGE))
-    remind = bool(subs.of(outbox.TIER_EXPIRING))
+    run = _Run(
+        ladder,
+        program,
+        today,
+        last_run,
+        now,
+        warn=bool(subs.of(outbox.TIER_WILL_CHANGE)),
+        remind=bool(subs.of(outbox.TIER_EXPIRING)),
+    )
     changes = _Changes()
+    starts = _common_starts(ladder, today, last_run)
+    later: list[_Member] = []
+    if starts is None:
+        # Anniversary windows or cadences: each member has windows of their own; read their days.
+        later = list(_members(conn, loaded, program))
+    else:
+        for person, sums in _with_sums(conn, loaded, program, ladder, starts, today):
+            result.members += 1
+            if on_progress is not None and result.members % 10000 == 0:
+                on_progress(result.members)
+            try:
+                run.member(person, _Sums(sums, today), changes)
+            except _NeedDays:
+                later.append(person)  # in grace: its own window; read below with the others
     since = today - timedelta(days=_HORIZON_DAYS + ladder.window.days + ladder.grace_days)
-    stream = _with_days(_members(conn, loaded, program), _day_rows(conn, loaded, ladder, since))
-    for person, days in stream:
-        result.members += 1
-        if on_progress is not None and result.members % 10000 == 0:
-            on_progress(result.members)
-        s = person.standing
-        r = review(ladder, s, qualification(days), today=today, last_run=last_run, anniversary=person.anniversary)
-        new = r.standing
-        if new.paid_until is not None and new.paid_until <= now:
-            new = replace(new, paid=None, paid_until=None)
-        if new.kept_until is not None and new.kept_until <= now:
-            new = replace(new, kept=None, kept_until=None)
-        after, _ = effective(ladder, new, now)
-        if new != s or after != person.tier:
-            changes.before[person.pk] = (person.tier, s)
-            changes.standings[person.pk] = new
-            changes.ids[person.pk] = person.member_id
-            if after != person.tier:
-                changes.tiers[person.pk] = (person.tier, after, _why(ladder, s, new, r.reason, now))
-        if warn and r.warn is not None:
-            on, to = r.warn
-            changes.messages.append(
-                outbox.tier_will_change(program, member_id=person.member_id, from_tier=s.earned, to_tier=to, on=on)
-            )
-        if remind and new.paid is not None and new.paid_until is not None:
-            paid = ladder.get(new.paid)
-            if (
-                paid is not None
-                and paid.paid is not None
-                and new.paid_until <= now + timedelta(days=paid.paid.remind_days)
-            ):
-                changes.messages.append(
-                    outbox.tier_expiring(program, member_id=person.member_id, tier=new.paid, ends_at=new.paid_until)
-                )
+    for part in _batches(later, 5000):
+        days = load_days(conn, ladder, [p.pk for p in part], since)
+        for person in part:
+            run.member(person, qualification(days.get(person.pk)), changes)
+    if starts is None:
+        result.members = len(later)
     if on_progress is not None:
         on_progress(result.members)
     _write(conn, loaded, changes, result, now, subs)
@@ -738,6 +751,118 @@ def evaluate(
         ("program_id",),
     )
     return result
+
+
+class _NeedDays(Exception):
+    """A member whose review looks at a window the run did not sum in SQL."""
+
+
+class _Sums:
+    """Qualification sums from given window starts up to today, summed by the database."""
+
+    __slots__ = ("sums", "today")
+
+    def __init__(self, sums: dict[date | None, int], today: date) -> None:
+        self.sums = sums
+        self.today = today
+
+    def __call__(self, start: date | None, end: date) -> int:
+        if end != self.today or start not in self.sums:
+            raise _NeedDays
+        return self.sums[start]
+
+
+def _common_starts(ladder: Ladder, today: date, last_run: date | None) -> list[date | None] | None:
+    """The window starts every member's review reads this run (None: they differ per member)."""
+    if ladder.window.kind == "anniversary_year" or ladder.cadence == "anniversary":
+        return None
+    refs = {today, next_review(ladder.cadence, today, today) - timedelta(days=1)}
+    due = review_due(ladder.cadence, today, last_run, today)
+    if due is not None:
+        refs.add(due if ladder.cadence == "realtime" else due - timedelta(days=1))
+    return sorted({window_start(ladder.window, ref, _NO_ANNIVERSARY) for ref in refs}, key=lambda d: d or date.min)
+
+
+def _with_sums(
+    conn: Connection, loaded: LoadedProgram, program: Program, ladder: Ladder, starts: list[date | None], today: date
+) -> Iterator[tuple[_Member, dict[date | None, int]]]:
+    """Every member with their standing and qualification sums from `starts` to today: one
+    streamed query, the sums grouped by the database."""
+    q, m = tier_qualification.c, members.c
+    sums = [
+        func.sum(q.amount if start is None else case((q.day >= start.toordinal(), q.amount), else_=0)).label(f"s{i}")
+        for i, start in enumerate(starts)
+    ]
+    lo = min((s for s in starts if s is not None), default=None)
+    where = [q.currency == ladder.currency, q.day <= today.toordinal()]
+    if lo is not None and None not in starts:
+        where.append(q.day >= lo.toordinal())
+    mine = select(m.id).where(m.program_id == loaded.program_id)
+    totals = select(q.member_pk, *sums).where(*where, q.member_pk.in_(mine)).group_by(q.member_pk).subquery()
+    query = (
+        select(m.id, m.member_id, m.tier, *_STATUS_COLUMNS, *[totals.c[f"s{i}"] for i in range(len(starts))])
+        .select_from(
+            members.outerjoin(tier_status, tier_status.c.member_pk == m.id).outerjoin(
+                totals, totals.c.member_pk == m.id
+            )
+        )
+        .where(m.program_id == loaded.program_id)
+        .order_by(m.id)
+    )
+    for row in conn.execute(query, execution_options={"yield_per": 20000}):
+        person = _Member(row[0], row[1], row[2], _standing(row[3:13], row[2]), _NO_ANNIVERSARY)
+        yield person, {start: int(row[13 + i] or 0) for i, start in enumerate(starts)}
+
+
+def _batches(items: list[_Member], size: int) -> Iterator[list[_Member]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """One evaluation run: what it needs to review a member and record the changes."""
+
+    ladder: Ladder
+    program: Program
+    today: date
+    last_run: date | None
+    now: datetime
+    warn: bool
+    remind: bool
+
+    def member(self, person: _Member, qual: Qualification, changes: _Changes) -> None:
+        """Review one member and note what changes (nothing is written here)."""
+        ladder, now, program = self.ladder, self.now, self.program
+        s = person.standing
+        r = review(ladder, s, qual, today=self.today, last_run=self.last_run, anniversary=person.anniversary)
+        new = r.standing
+        if new.paid_until is not None and new.paid_until <= now:
+            new = replace(new, paid=None, paid_until=None)
+        if new.kept_until is not None and new.kept_until <= now:
+            new = replace(new, kept=None, kept_until=None)
+        after = effective(ladder, new, now)[0]
+        if new != s or after != person.tier:
+            changes.before[person.pk] = (person.tier, s)
+            changes.standings[person.pk] = new
+            changes.ids[person.pk] = person.member_id
+            if after != person.tier:
+                changes.tiers[person.pk] = (person.tier, after, _why(ladder, s, new, r.reason, now))
+        if self.warn and r.warn is not None:
+            on, to = r.warn
+            changes.messages.append(
+                outbox.tier_will_change(program, member_id=person.member_id, from_tier=s.earned, to_tier=to, on=on)
+            )
+        if self.remind and new.paid is not None and new.paid_until is not None:
+            paid = ladder.get(new.paid)
+            if (
+                paid is not None
+                and paid.paid is not None
+                and new.paid_until <= now + timedelta(days=paid.paid.remind_days)
+            ):
+                changes.messages.append(
+                    outbox.tier_expiring(program, member_id=person.member_id, tier=new.paid, ends_at=new.paid_until)
+                )
 
 
 def _why(ladder: Ladder, before: Standing, after: Standing, reason: str | None, now: datetime) -> str:
