@@ -246,7 +246,7 @@ class VersionIn(Model):
     source: str = Field(min_length=1, max_length=1_000_000, description="the program file, as YAML")
     activate: bool = True
     keep_tiers_until: AwareDatetime | None = Field(
-        None, description="when the ladder changes: members keep their current tier until then"
+        None, strict=False, description="when the ladder changes: members keep their current tier until then"
     )
 
 

@@ -41,7 +41,7 @@ class ManualTierIn(Model):
 
     tier: TierKey | None
     reason: Reason
-    until: AwareDatetime | None = None
+    until: Annotated[AwareDatetime | None, Field(strict=False)] = None  # an ISO string in JSON
     lock: bool = False
 
 
