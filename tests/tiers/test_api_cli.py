@@ -12,8 +12,8 @@ from sqlalchemy import Engine, func, select
 from typer.testing import CliRunner
 
 import kinloop.api.tiers as tiers_api
-from kinloop.api import deps, routes
 import kinloop.cli.app as cli
+from kinloop.api import deps, routes
 from kinloop.store.tables import audit_log, tier_purchases
 from tests.api.conftest import Api, assert_problem, build_api, event, row_counts
 from tests.conftest import EXAMPLES, NOW
