@@ -180,6 +180,8 @@ def test_cli_preview_then_activation_with_grandfathering(ready: str, tmp_path: P
     table = kl("tiers", "preview", harder, "--db", ready)
     assert "from \\ to" in table.stdout
     assert kl("init", harder, "--db", ready, "--keep-tiers-until", "2099-01-01").exit_code == 0
+    lines = kl("member", "show", "m2", "--db", ready).stdout.splitlines()
+    assert lines[:4] == ["m2 — Jade", "  Stars: 5 ★", "  Beans: 25 Beans", "  Jade until 2099-01-01"]
     m2 = json.loads(kl("member", "show", "m2", "--db", ready, "--json").stdout)
     assert m2["tier"] == {"key": "jade", "name": "Jade"}
     assert m2["tier_status"]["kept"]["text"] == "Jade until 2099-01-01"

@@ -222,6 +222,10 @@ def member_show(
         out.print(f"  {lp.program.currencies[key].name}: {text}")
     if view.next_tier:
         out.print(f"  {view.next_tier['text']}")
+    status = view.tier_status or {}
+    for part in ("keep", "paid", "manual", "kept"):
+        if status.get(part):
+            out.print(f"  {status[part]['text']}")
     for item in view.expiring:
         out.print(f"  [yellow]{item['text']}[/]")
 

@@ -248,7 +248,7 @@ def _book_events(
             bonus_moves.append((pk, evaluation, ev_pk))
         activity_keys.add((pk, ev.type))
         tier_change = None
-        if realtime is not None:
+        if realtime is not None and realtime.concerns(ev, evaluation.awards, state.tier, releases=ev.type in releases):
             new_tier = realtime.after_event(pk, ev)
             if new_tier != state.tier:
                 tier_change = [state.tier, new_tier]

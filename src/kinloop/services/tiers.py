@@ -18,6 +18,7 @@ from sqlalchemy import ARRAY, BigInteger, Connection, any_, bindparam, case, fun
 from kinloop.domain.errors import NotPurchasable, UnknownTier
 from kinloop.domain.events import Event
 from kinloop.domain.program import Ladder, Program, Tier
+from kinloop.domain.rules import Award
 from kinloop.domain.tiers import (
     Keep,
     Qualification,
@@ -216,6 +217,8 @@ class Realtime:
     anniversaries: dict[int, date]
     dirty: set[int] = field(default_factory=set)
     purchases: list[dict[str, Any]] = field(default_factory=list)
+    currency: str = ""
+    paid_events: frozenset[str] = frozenset()
 
     @classmethod
     def start(
@@ -238,8 +241,25 @@ class Realtime:
         first = min((e.occurred_at for e in events), default=now).astimezone(program.timezone).date()
         since = None if ladder.window.kind == "lifetime" else first - timedelta(days=max(ladder.window.days, 366))
         return cls(
-            conn, loaded, book, now, load_standings(conn, by_pk), load_days(conn, ladder, pks, since), anniversaries
+            conn,
+            loaded,
+            book,
+            now,
+            load_standings(conn, by_pk),
+            load_days(conn, ladder, pks, since),
+            anniversaries,
+            currency=ladder.currency,
+            paid_events=frozenset(_paid_by_event(ladder)),
         )
+
+    def concerns(self, ev: Event, awards: Sequence[Award], tier: str | None, *, releases: bool) -> bool:
+        """Whether an event can move its member's tier: it earned the ladder's currency, released
+        pending amounts, buys a paid tier, or the member has no tier yet (a threshold of 0 is
+        reached on first sight)."""
+        if tier is None or releases or ev.type in self.paid_events:
+            return True
+        currency = self.currency
+        return any(a.currency == currency for a in awards)
 
     def after_event(self, pk: int, ev: Event) -> str | None:
         """The member's tier after this event: a paid purchase, then an upgrade if qualified."""
@@ -247,12 +267,14 @@ class Realtime:
         ladder = program.ladder
         assert ladder is not None
         s = self.standings[pk]
-        bought = _paid_by_event(ladder).get(ev.type)
-        if bought is not None:
-            s = self._buy(pk, s, bought, ev)
+        if ev.type in self.paid_events:
+            s = self._buy(pk, s, _paid_by_event(ladder)[ev.type], ev)
         day = ev.occurred_at.astimezone(program.timezone).date()
-        start = window_start(ladder.window, day, self.anniversaries.get(pk, _NO_ANNIVERSARY))
-        qual = qualification(self.days.get(pk), self.book.qualification.get(pk))(start, day)
+        if ladder.window.kind == "lifetime":  # the hot path of most programs: no dates to filter
+            qual = sum((self.days.get(pk) or {}).values()) + sum((self.book.qualification.get(pk) or {}).values())
+        else:
+            start = window_start(ladder.window, day, self.anniversaries.get(pk, _NO_ANNIVERSARY))
+            qual = qualification(self.days.get(pk), self.book.qualification.get(pk))(start, day)
         raised = upgrade(ladder, s, qual, day)
         if raised != self.standings[pk]:
             self.standings[pk] = raised
