@@ -24,11 +24,10 @@ from kinloop.domain.errors import (
 from kinloop.domain.program import Currency, Program
 from kinloop.domain.rules import base_amount
 from kinloop.services import members as member_svc
-from kinloop.services import outbox
 from kinloop.services import tiers as tier_svc
 from kinloop.services.book import Book, lock_members
 from kinloop.services.programs import LoadedProgram, version_program
-from kinloop.store.tables import audit_log, entries, events, lots, members, tier_changes
+from kinloop.store.tables import audit_log, entries, events, lots, members
 
 
 def currency_of(program: Program, key: str) -> Currency:
@@ -251,23 +250,8 @@ def _retier(
     new = tier_svc.settle(conn, program, member_pk, current, now)
     if new == current:
         return None
-    conn.execute(update(members).where(members.c.id == member_pk).values(tier=new))
-    change_id = conn.execute(
-        tier_changes.insert()
-        .values(member_pk=member_pk, from_tier=current, to_tier=new, reason=reason, event_pk=event_pk, at=now)
-        .returning(tier_changes.c.id)
-    ).scalar_one()
-    outbox.tier_change_recorded(
-        conn,
-        book.program_id,
-        program,
-        change_id=change_id,
-        member_pk=member_pk,
-        from_tier=current,
-        to_tier=new,
-        reason=reason,
-        event_pk=event_pk,
-        now=now,
+    tier_svc.record_change(
+        conn, book.program_id, program, member_pk, current, new, reason=reason, now=now, event_pk=event_pk
     )
     return current, new
 

@@ -342,7 +342,8 @@ def settle(
 
 def record_change(
     conn: Connection,
-    loaded: LoadedProgram,
+    program_id: int,
+    program: Program,
     member_pk: int,
     before: str | None,
     after: str | None,
@@ -360,8 +361,8 @@ def record_change(
     ).scalar_one()
     outbox.tier_change_recorded(
         conn,
-        loaded.program_id,
-        loaded.program,
+        program_id,
+        program,
         change_id=change_id,
         member_pk=member_pk,
         from_tier=before,
@@ -434,7 +435,16 @@ def set_manual(
         )
     )
     if after != row.tier:
-        record_change(conn, loaded, row.pk, row.tier, after, reason=f"set by {actor}: {reason}", now=now)
+        record_change(
+            conn,
+            loaded.program_id,
+            loaded.program,
+            row.pk,
+            row.tier,
+            after,
+            reason=f"set by {actor}: {reason}",
+            now=now,
+        )
     return TierSet(member_id, after, after != row.tier)
 
 
@@ -495,7 +505,9 @@ def purchase(
     save_standings(conn, {row.pk: new})
     after = effective(ladder, new, now)[0]
     if after != row.tier:
-        record_change(conn, loaded, row.pk, row.tier, after, reason=f"bought {paid.name}", now=now)
+        record_change(
+            conn, loaded.program_id, loaded.program, row.pk, row.tier, after, reason=f"bought {paid.name}", now=now
+        )
     return Purchase(member_id, tier, starts, ends, True)
 
 
