@@ -336,6 +336,7 @@ def test_ingest_jsonl_then_csv_and_show_the_members(ready: str, tmp_path: Path) 
         },
         "expiring": [],
         "display": {"stars": "3 ★", "beans": "21 Beans"},
+        "privileges": [],  # Green holds none
         "profile": {},
     }
     m2 = show(ready, "m2")

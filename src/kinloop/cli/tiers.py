@@ -11,16 +11,11 @@ import typer
 from rich.table import Table
 
 from kinloop.cli.errors import handled
+from kinloop.cli.options import DbOption, JsonOption, ProgramOption
 from kinloop.domain.errors import InvalidInput
 from kinloop.domain.program import Program
 
 tiers_app = typer.Typer(help="Tiers: the periodic review, manual tiers, ladder previews.", no_args_is_help=True)
-
-DbOption = Annotated[
-    str | None, typer.Option("--db", help="Database URL [env: KINLOOP_DATABASE_URL; default sqlite:///kinloop.db]")
-]
-ProgramOption = Annotated[str | None, typer.Option("--program", help="Program key (needed when several are loaded).")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 def parse_moment(text: str, name: str) -> datetime:

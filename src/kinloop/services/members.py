@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -168,6 +168,7 @@ class MemberView:
     next_tier: dict[str, Any] | None
     expiring: list[dict[str, Any]]
     profile: Mapping[str, Any]
+    privileges: list[dict[str, Any]] = field(default_factory=list)
     tier_status: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
@@ -180,6 +181,7 @@ class MemberView:
             "tier_status": self.tier_status,
             "expiring": self.expiring,
             "display": self.display,
+            "privileges": self.privileges,
             "profile": dict(self.profile),
         }
 
@@ -205,7 +207,12 @@ def show(
 
     tier, next_tier, tier_status = tier_svc.view(conn, loaded, row, now)
     expiring = _expiring(conn, program, row.pk, now + timedelta(days=expiring_days))
-    return MemberView(row.member_id, tier, bal_json, pend_json, display, next_tier, expiring, row.profile, tier_status)
+    from kinloop.services import privileges
+
+    held = privileges.held(conn, program, row, now=now) if program.privileges else []
+    return MemberView(
+        row.member_id, tier, bal_json, pend_json, display, next_tier, expiring, row.profile, held, tier_status
+    )
 
 
 def _number(minor: int, decimals: int) -> int | str:

@@ -1,7 +1,7 @@
 """tiers: qualification sums, tier status, paid tier purchases, evaluation runs
 
 Revision ID: 0004
-Revises: 0003
+Revises: 0007
 Create Date: 2026-12-01 18:08:11.812677
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import kinloop.store.tables
 
 revision = "0004"
-down_revision = "0003"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
