@@ -116,6 +116,10 @@ class MemberOut(BaseModel):
     next_tier: NextTier | None
     expiring: list[Expiring]
     display: dict[str, str]
+    checkin: dict[str, Any] | None = Field(
+        None, description="streak, checked in today, next reward and milestone, make-up cards left"
+    )
+    campaigns: dict[str, Any] | None = Field(None, description="campaigns running now for this member, and the next")
     profile: dict[str, Any] = Field(default_factory=dict)
 
 

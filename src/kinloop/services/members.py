@@ -165,6 +165,8 @@ class MemberView:
     display: dict[str, str]
     next_tier: dict[str, Any] | None
     expiring: list[dict[str, Any]]
+    checkin: dict[str, Any] | None = None
+    campaigns: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -175,6 +177,8 @@ class MemberView:
             "next_tier": self.next_tier,
             "expiring": self.expiring,
             "display": self.display,
+            "checkin": self.checkin,
+            "campaigns": self.campaigns,
         }
 
 
@@ -237,7 +241,20 @@ def show(
         }
         for (cur, day), amt in sorted(soon.items(), key=lambda kv: (kv[0][1], kv[0][0]))
     ]
-    return MemberView(row.member_id, tier, bal_json, pend_json, display, next_tier, expiring)
+    from kinloop.services import campaigns as campaign_svc
+    from kinloop.services import checkin as checkin_svc
+
+    return MemberView(
+        row.member_id,
+        tier,
+        bal_json,
+        pend_json,
+        display,
+        next_tier,
+        expiring,
+        checkin=checkin_svc.view(conn, program, row, now),
+        campaigns=campaign_svc.view(conn, loaded.program_id, program, row, now),
+    )
 
 
 def _number(minor: int, decimals: int) -> int | str:
