@@ -138,6 +138,28 @@ def test_a_member_has_balances_tier_progress_and_soon_expiring_points(api: Api) 
             {"currency": "beans", "amount": 5, "on": "2026-03-21", "text": "5 Beans expire on 2026-03-21"},
         ],
         "display": {"stars": "3 ★", "beans": "15 Beans"},
+        "checkin": None,  # coffee has no daily check-in section
+        "campaigns": {
+            "active": [],  # NOW is a Sunday; the member day is on Wednesdays
+            "next": {
+                "key": "member_day",
+                "name": "Member day",
+                "status": "upcoming",
+                "schedule": "every Wednesday",
+                "starts_at": None,
+                "ends_at": None,
+                "member_day": {"weekday": "wednesday", "day_of_month": None},
+                "next_start": "2026-03-04T00:00:00+01:00",
+                "multiplier": "2",
+                "bonus": None,
+                "tiers": [],
+                "condition": None,
+                "rules": ["purchase_beans"],
+                "currencies": [],
+                "budget": None,
+                "text": "Member day: ×2 every Wednesday",
+            },
+        },
         "profile": {},
     }
 
@@ -455,7 +477,7 @@ def test_program_versions_upload_list_show_diff_and_activate(api: Api) -> None:
 
     api.post_event(event("order-1", "m1", 250))  # 5 ★: Jade, 11 ★ to Gold
     gold_at_20 = COFFEE_SOURCE.replace(
-        "{key: gold, name: Gold, threshold: 16}", "{key: gold, name: Gold, threshold: 20}"
+        "{key: gold, name: Gold, threshold: 16,", "{key: gold, name: Gold, threshold: 20,"
     )
     r = api.client.post("/v1/program/versions", json={"source": gold_at_20}, headers=admin)
     assert r.status_code == 201, r.text
@@ -475,8 +497,8 @@ def test_program_versions_upload_list_show_diff_and_activate(api: Api) -> None:
     assert changed == [
         "--- version 1",
         "+++ version 2",
-        "-    - {key: gold, name: Gold, threshold: 16}",
-        "+    - {key: gold, name: Gold, threshold: 20}",
+        "-    - {key: gold, name: Gold, threshold: 16, multiplier: 1.2}",
+        "+    - {key: gold, name: Gold, threshold: 20, multiplier: 1.2}",
     ]
     assert api.client.get("/v1/program/versions/2/diff/2", headers=read).json()["diff"] == ""
 

@@ -367,11 +367,11 @@ def _multiply(
 ) -> tuple[RuleOutcome, Award | None]:
     """Scale a rule's award by its multipliers, then hold it to the campaign and rule budgets."""
     factors: list[tuple[Factor, Campaign | None]] = []
-    if boost.tier is not None and program.currencies[rule.currency].kind == "points":
-        factors.append((boost.tier, None))
     for c in boost.campaigns:
         if c.multiplier is not None and covers(c, rule):
             factors.append((Factor("campaign", c.key, c.name, c.multiplier), c))
+    if boost.tier is not None and program.currencies[rule.currency].kind == "points":
+        factors.append((boost.tier, None))
     base = award.amount
     policy = program.multipliers
     amount = scaled(base, combine((f.value for f, _ in factors), policy)) if factors else base

@@ -9,7 +9,7 @@ from typing import Any
 import cel
 from sqlalchemy import Connection, and_, select, update
 
-from kinloop.domain.campaigns import budget_totals, describe_schedule, is_active, next_start, status, targets
+from kinloop.domain.campaigns import WEEKDAYS, budget_totals, describe_schedule, is_active, next_start, status, targets
 from kinloop.domain.program import Campaign, Program, budget_key
 from kinloop.domain.rules import MemberState, member_context
 from kinloop.services import members as member_svc
@@ -95,7 +95,11 @@ def _campaign_json(program: Program, c: Campaign, now: datetime, used: Mapping[s
         "budget": None,
     }
     if c.member_day is not None:
-        out["member_day"] = {"weekday": c.member_day.weekday, "day_of_month": c.member_day.day_of_month}
+        weekday = c.member_day.weekday
+        out["member_day"] = {
+            "weekday": WEEKDAYS[weekday] if weekday is not None else None,
+            "day_of_month": c.member_day.day_of_month,
+        }
     if c.bonus is not None:
         bc = program.currencies[c.bonus.grant.currency]
         out["bonus"] = {
