@@ -477,7 +477,7 @@ def test_program_versions_upload_list_show_diff_and_activate(api: Api) -> None:
 
     api.post_event(event("order-1", "m1", 250))  # 5 ★: Jade, 11 ★ to Gold
     gold_at_20 = COFFEE_SOURCE.replace(
-        "{key: gold, name: Gold, threshold: 16,", "{key: gold, name: Gold, threshold: 20,"
+        "{key: gold, name: Gold, threshold: 16}", "{key: gold, name: Gold, threshold: 20}"
     )
     r = api.client.post("/v1/program/versions", json={"source": gold_at_20}, headers=admin)
     assert r.status_code == 201, r.text
@@ -497,8 +497,8 @@ def test_program_versions_upload_list_show_diff_and_activate(api: Api) -> None:
     assert changed == [
         "--- version 1",
         "+++ version 2",
-        "-    - {key: gold, name: Gold, threshold: 16, multiplier: 1.2}",
-        "+    - {key: gold, name: Gold, threshold: 20, multiplier: 1.2}",
+        "-    - {key: gold, name: Gold, threshold: 16}",
+        "+    - {key: gold, name: Gold, threshold: 20}",
     ]
     assert api.client.get("/v1/program/versions/2/diff/2", headers=read).json()["diff"] == ""
 

@@ -18,7 +18,7 @@ from kinloop.services.ingest import ingest
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.db import connect
 from kinloop.store.tables import campaign_budgets, entries
-from tests.conftest import NOW
+from tests.conftest import EXAMPLES, NOW
 from tests.test_concurrency_pg import pg_url, run_together  # noqa: F401  (pg_url is a fixture)
 
 BUDGETED = """
@@ -86,13 +86,22 @@ def test_coffee_member_day_doubles_purchase_beans_and_explains_why(engine: Engin
     assert rules == {"purchase_stars": "2 ★", "purchase_beans": "24 Beans (×2 Member day)"}
 
 
-def test_coffee_gold_earns_more_beans_on_member_day_within_the_cap(engine: Engine, coffee: LoadedProgram) -> None:
+def test_a_gold_multiplier_stacks_with_the_member_day_in_words(engine: Engine) -> None:
+    source = (EXAMPLES / "coffee.yaml").read_text(encoding="utf-8")
+    gold = source.replace(
+        "{key: gold, name: Gold, threshold: 16}", "{key: gold, name: Gold, threshold: 16, multiplier: 1.2}"
+    )
+    assert gold != source
+    coffee = load(engine, gold)
     with engine.begin() as conn:
         ingest(conn, coffee, [purchase("big", "2026-01-05T10:00:00Z", 800)], now=NOW)  # 16 ★: Gold
+        ingest(conn, coffee, [purchase("tue", "2026-01-06T10:00:00Z", 120)], now=NOW)
         ingest(conn, coffee, [purchase("wed", "2026-01-07T10:00:00Z", 120)], now=NOW)
     with engine.connect() as conn:
-        rules = {r["rule"]: r["detail"] for r in explain.explain(conn, coffee, "wed").rules}
-    assert rules["purchase_beans"] == "28 Beans (×2 Member day, ×1.2 Gold)"  # 12 x 2.4 = 28.8
+        tue = {r["rule"]: r["detail"] for r in explain.explain(conn, coffee, "tue").rules}
+        wed = {r["rule"]: r["detail"] for r in explain.explain(conn, coffee, "wed").rules}
+    assert tue == {"purchase_stars": "2 ★", "purchase_beans": "14 Beans (×1.2 Gold)"}  # 14.4 rounds down
+    assert wed["purchase_beans"] == "28 Beans (×2 Member day, ×1.2 Gold)"  # 12 x 2.4 = 28.8
 
 
 # --- budgets -----------------------------------------------------------------------------------
