@@ -4,6 +4,7 @@ writer, then concurrent PostgreSQL processes), the listing, and the member view.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 from kinloop.cli.app import app
 from kinloop.program.loader import parse_program
 from kinloop.services import campaigns as campaign_svc
-from kinloop.services import explain, members, programs
+from kinloop.services import explain, ledger, members, programs
 from kinloop.services.ingest import ingest
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.db import connect
@@ -84,6 +85,15 @@ def test_coffee_member_day_doubles_purchase_beans_and_explains_why(engine: Engin
         assert members.show(conn, coffee, "m1", now=NOW).balances == {"stars": 4, "beans": 12 + 24}
         rules = {r["rule"]: r["detail"] for r in explain.explain(conn, coffee, "wed").rules}
     assert rules == {"purchase_stars": "2 ★", "purchase_beans": "24 Beans (×2 Member day)"}
+
+
+def test_a_partial_refund_of_a_member_day_purchase_keeps_the_multiplier(engine: Engine, coffee: LoadedProgram) -> None:
+    with engine.begin() as conn:
+        ingest(conn, coffee, [purchase("wed", "2026-01-07T10:00:00Z", 120)], now=NOW)  # 2 ★, 24 Beans
+        ledger.reverse(conn, coffee, "wed", amount=Decimal(60), reason="refund", actor="test", now=NOW)
+    with engine.connect() as conn:
+        # What is kept is what 60 would have earned on the member day: 1 ★ and 2 x 6 Beans.
+        assert members.show(conn, coffee, "m1", now=NOW).balances == {"stars": 1, "beans": 12}
 
 
 def test_a_gold_multiplier_stacks_with_the_member_day_in_words(engine: Engine) -> None:

@@ -102,13 +102,14 @@ class RuleOutcome:
     info: tuple[Any, ...] = ()
     note: str = ""
     factors: tuple[str, ...] = ()  # why the amount was multiplied, e.g. "x2 Member day"
+    multiplier: str = ""  # the total multiplier applied, as a decimal string ("" when none)
 
     def as_row(self) -> list[Any]:
         row: list[Any] = [self.rule, self.status, self.amount, self.bonus, list(self.info)]
         if self.note or self.factors:
             row.append(self.note)
         if self.factors:
-            row.append(list(self.factors))
+            row += [list(self.factors), self.multiplier]
         return row
 
     @classmethod
@@ -116,7 +117,8 @@ class RuleOutcome:
         rule, status, amount, bonus, info, *rest = row
         note = rest[0] if rest else ""
         factors = tuple(rest[1]) if len(rest) > 1 else ()
-        return cls(rule, status, amount, bonus, tuple(info), note, factors)
+        multiplier = rest[2] if len(rest) > 2 else ""
+        return cls(rule, status, amount, bonus, tuple(info), note, factors, multiplier)
 
 
 def describe(program: Program, outcome: RuleOutcome) -> str:
@@ -374,7 +376,8 @@ def _multiply(
         factors.append((boost.tier, None))
     base = award.amount
     policy = program.multipliers
-    amount = scaled(base, combine((f.value for f, _ in factors), policy)) if factors else base
+    total = combine((f.value for f, _ in factors), policy)
+    amount = scaled(base, total) if factors else base
     notes = []
     for i, (_, campaign) in enumerate(factors):
         if campaign is None or campaign.budget is None:
@@ -397,7 +400,9 @@ def _multiply(
     if factors and policy.cap is not None and combine((f.value for f, _ in factors), uncapped) > policy.cap:
         words += (f"at most ×{policy.cap.normalize():f} in all",)
     note = "; ".join([outcome.note, *notes]) if outcome.note else "; ".join(notes)
-    return replace(outcome, amount=amount, factors=words, note=note), replace(award, amount=amount)
+    multiplier = f"{total.normalize():f}" if factors else ""
+    changed = replace(outcome, amount=amount, factors=words, note=note, multiplier=multiplier)
+    return changed, replace(award, amount=amount)
 
 
 def _campaign_bonuses(
