@@ -13,7 +13,6 @@ from kinloop.domain.campaigns import WEEKDAYS, budget_totals, describe_schedule,
 from kinloop.domain.program import Campaign, Program, budget_key
 from kinloop.domain.rules import MemberState, member_context
 from kinloop.services import members as member_svc
-from kinloop.services.book import Book
 from kinloop.store.db import insert_ignore
 from kinloop.store.tables import campaign_budgets
 
@@ -135,15 +134,20 @@ def listing(conn: Connection, program_id: int, program: Program, now: datetime) 
 
 
 def view(
-    conn: Connection, program_id: int, program: Program, row: member_svc.MemberRow, now: datetime
+    conn: Connection,
+    program_id: int,
+    program: Program,
+    row: member_svc.MemberRow,
+    now: datetime,
+    available: Mapping[str, int],
 ) -> dict[str, Any] | None:
     """The member view's `campaigns` key: the campaigns running now for this member, and the next one."""
     if not program.campaigns:
         return None
-    book = Book(conn, program_id, None, now)
-    book.load_balances([row.pk])
-    state = MemberState(row.member_id, row.tier, row.profile, book.available(row.pk))
-    ctx = cel.Context(member_context(program, state))
+    ctx = None
+    if any(c.condition is not None for c in program.campaigns):
+        state = MemberState(row.member_id, row.tier, row.profile, available)
+        ctx = cel.Context(member_context(program, state))
     mine = [c for c in program.campaigns if targets(c, row.tier, ctx)]
     used = spent(conn, program_id) if program.budget_keys else {}
     active = [_campaign_json(program, c, now, used) for c in mine if is_active(c, now, program.timezone)]
