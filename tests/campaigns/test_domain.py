@@ -269,3 +269,35 @@ def test_a_program_without_campaigns_or_multipliers_is_not_boosted() -> None:
     assert not program(BASE.replace(", multiplier: 1.2", "")).boosted
     assert program(BASE).boosted
     assert datetime(2026, 1, 1, tzinfo=UTC)  # keeps the import honest in every branch
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(["review", "purchase"]), st.integers(min_value=1, max_value=500)), max_size=40),
+    st.integers(min_value=0, max_value=200),
+)
+def test_budgets_are_never_overspent_and_fully_used_when_asked_for(
+    behaviours: list[tuple[str, int]], left: int
+) -> None:
+    """Whatever the events, a budget gives min(asked, budget) in all: never more, never less."""
+    text = (
+        BASE
+        + BONUS.replace("budget: 12", "budget: 1000")
+        + WINDOW.replace("currencies: [beans]", "currencies: [beans]\n    budget: 1000").replace("campaigns:\n", "")
+    )
+    p = program(text)
+    budgets = {"campaign:review_bonus": left, "campaign:double": left}
+    asked = {"campaign:review_bonus": 0, "campaign:double": 0}
+    given_by = {"campaign:review_bonus": 0, "campaign:double": 0}
+    for i, (kind, amount) in enumerate(behaviours):
+        when = at("2026-05-02T10:00:00+02:00")
+        attrs = {"amount": Decimal(amount)} if kind == "purchase" else {}
+        result = evaluate(p, member(), event(event_id=f"e{i}", type=kind, at=when, attributes=attrs), when, budgets)
+        if kind == "review":
+            asked["campaign:review_bonus"] += 5
+            given_by["campaign:review_bonus"] += sum(a.amount for a in result.awards if a.kind == "campaign_bonus")
+        else:
+            asked["campaign:double"] += amount  # the extra a x2 adds is the base amount again
+            given_by["campaign:double"] += given_beans(result) - amount
+    for key in budgets:
+        assert given_by[key] == min(asked[key], left)
+        assert budgets[key] == left - given_by[key] >= 0
