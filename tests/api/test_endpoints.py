@@ -160,6 +160,7 @@ def test_a_member_has_balances_tier_progress_and_soon_expiring_points(api: Api) 
                 "text": "Member day: ×2 every Wednesday",
             },
         },
+        "privileges": [],  # Green holds none
         "profile": {},
     }
 

@@ -327,6 +327,7 @@ def test_ingest_jsonl_then_csv_and_show_the_members(ready: str, tmp_path: Path) 
         "expiring": [],
         "display": {"stars": "3 ★", "beans": "21 Beans"},
         "checkin": None,
+        "privileges": [],  # Green holds none
         "profile": {},
     }
     # The clock says Sunday 1 March 2026: the next member day is Wednesday the 4th.

@@ -108,6 +108,26 @@ class Expiring(BaseModel):
     text: str
 
 
+class QuotaOut(BaseModel):
+    uses: int
+    per: Literal["day", "week", "month", "year"] | None
+
+
+class PrivilegeHeld(BaseModel):
+    """A privilege the member holds through the current tier, with what is left this period."""
+
+    key: str
+    name: str
+    kind: Literal["preferential", "function", "care", "service"]
+    description: str
+    quota: QuotaOut | None = Field(description="null: unlimited")
+    window: Literal["always", "birthday_month"]
+    used: int = Field(description="uses in the quota's current period (or ever)")
+    remaining: int | None = Field(description="null: unlimited")
+    usable_now: bool
+    text: str = Field(examples=["1 of 2 left this month"])
+
+
 class MemberOut(BaseModel):
     member_id: str
     balances: dict[str, int | str]
@@ -120,6 +140,7 @@ class MemberOut(BaseModel):
         None, description="streak, checked in today, next reward and milestone, make-up cards left"
     )
     campaigns: dict[str, Any] | None = Field(None, description="campaigns running now for this member, and the next")
+    privileges: list[PrivilegeHeld] = Field(default_factory=list)
     profile: dict[str, Any] = Field(default_factory=dict)
 
 

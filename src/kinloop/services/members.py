@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -169,6 +169,7 @@ class MemberView:
     next_tier: dict[str, Any] | None
     expiring: list[dict[str, Any]]
     profile: Mapping[str, Any]
+    privileges: list[dict[str, Any]] = field(default_factory=list)
     checkin: dict[str, Any] | None = None
     campaigns: dict[str, Any] | None = None
 
@@ -181,6 +182,7 @@ class MemberView:
             "next_tier": self.next_tier,
             "expiring": self.expiring,
             "display": self.display,
+            "privileges": self.privileges,
             "checkin": self.checkin,
             "campaigns": self.campaigns,
             "profile": dict(self.profile),
@@ -221,10 +223,11 @@ def show(
                 "text": f"{currency.display(prog.missing)} to {prog.next.name}",
             }
     expiring = _expiring(conn, program, row.pk, now + timedelta(days=expiring_days))
-    # Imported here: both build on this module (members, their rows and states).
     from kinloop.services import campaigns as campaign_svc
     from kinloop.services import checkin as checkin_svc
+    from kinloop.services import privileges
 
+    held = privileges.held(conn, program, row, now=now) if program.privileges else []
     available = {key: avail for key, (avail, _) in amounts.items()}
     return MemberView(
         row.member_id,
@@ -235,6 +238,7 @@ def show(
         next_tier,
         expiring,
         row.profile,
+        held,
         checkin=checkin_svc.view(conn, program, row, now) if program.checkin else None,
         campaigns=campaign_svc.view(conn, loaded.program_id, program, row, now, available)
         if program.campaigns
