@@ -232,27 +232,18 @@ def cel_context(
             if before is not None
             else 1
         )
-        for t in program.event_types:
-            counters.setdefault(t, 0)
-            streaks.setdefault(t, 0)
-        balances = {k: float(state.balances.get(k, 0) / scale(c.decimals)) for k, c in program.currencies.items()}
-        ctx["member"] = {
-            "id": state.member_id,
-            "tier": state.tier or "",
-            "profile": {k: _cel_value(v) for k, v in state.profile.items()},
-            "counters": counters,
-            "streaks": streaks,
-            "balances": balances,
-        }
+        ctx["member"] = _member_vars(program, state, counters, streaks)
     return ctx
 
 
-def member_context(program: Program, state: MemberState) -> dict[str, Any]:
-    """The `member` variables alone, outside any event (which campaigns target a member now)."""
-    counters = {t: state.activity[t].count if t in state.activity else 0 for t in program.event_types}
-    streaks = {t: state.activity[t].streak if t in state.activity else 0 for t in program.event_types}
+def _member_vars(
+    program: Program, state: MemberState, counters: dict[str, int], streaks: dict[str, int]
+) -> dict[str, Any]:
+    for t in program.event_types:
+        counters.setdefault(t, 0)
+        streaks.setdefault(t, 0)
     balances = {k: float(state.balances.get(k, 0) / scale(c.decimals)) for k, c in program.currencies.items()}
-    member = {
+    return {
         "id": state.member_id,
         "tier": state.tier or "",
         "profile": {k: _cel_value(v) for k, v in state.profile.items()},
@@ -260,7 +251,13 @@ def member_context(program: Program, state: MemberState) -> dict[str, Any]:
         "streaks": streaks,
         "balances": balances,
     }
-    return {"member": member}
+
+
+def member_context(program: Program, state: MemberState) -> dict[str, Any]:
+    """The `member` variables alone, outside any event (which campaigns target a member now)."""
+    counters = {t: a.count for t, a in state.activity.items()}
+    streaks = {t: a.streak for t, a in state.activity.items()}
+    return {"member": _member_vars(program, state, counters, streaks)}
 
 
 def observe(state: MemberState, event: Event, day: date) -> Activity:
