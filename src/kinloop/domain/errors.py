@@ -46,6 +46,12 @@ class InvalidAmount(InvalidInput):
     code = "invalid_amount"
 
 
+class UnknownTier(InvalidInput):
+    """The tier is not on the program's ladder (or the program has no ladder)."""
+
+    code = "unknown_tier"
+
+
 class NotFound(KinloopError, LookupError):
     """Something named by the caller does not exist."""
 
@@ -104,6 +110,12 @@ class MakeupRefused(Refused):
     """A make-up card cannot be used for that day (none left, or not a missed day)."""
 
     code = "makeup_refused"
+
+
+class NotPurchasable(Refused):
+    """The tier cannot be bought: it has no paid term."""
+
+    code = "tier_not_purchasable"
 
 
 class UnknownPrivilege(NotFound):

@@ -84,7 +84,7 @@ class Award:
     amount: int
     kind: AwardKind = "rule"
     pending: Pending | None = None
-    qualifies: bool = True  # False: not counted towards tiers (check-in awards, if the program says so)
+    qualifies: bool = True  # False: a growth award that does not count towards tiers
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,12 +24,12 @@ from kinloop.domain.events import Event, parse_event
 from kinloop.domain.periods import period_key
 from kinloop.domain.program import PERIODS, Program
 from kinloop.domain.rules import Evaluation, apply, evaluate
-from kinloop.domain.tiers import tier_for
 from kinloop.services import campaigns as campaign_svc
 from kinloop.services import checkin as checkin_svc
 from kinloop.services import leaderboards as leaderboard_svc
 from kinloop.services import members as member_svc
 from kinloop.services import outbox
+from kinloop.services import tiers as tier_svc
 from kinloop.services.book import Book, chunks
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.bulk import insert_rows, select_in
@@ -191,6 +191,8 @@ def _book_events(
     # Budgets are locked after the members, in key order; None when the program has none.
     budgets = campaign_svc.reserve(conn, loaded.program_id, program) if fresh else None
     budgets_before = dict(budgets) if budgets is not None else {}
+    tier_svc.track(book, program)
+    realtime = tier_svc.Realtime.start(conn, loaded, book, rows.values(), [e for _, e in parsed], now)
     # The first submitted copy of an event id is the event; later copies are duplicates of it,
     # whatever time they claim.
     firsts: dict[str, int] = {}
@@ -218,7 +220,6 @@ def _book_events(
     event_ids = _Ids(conn, events_table)
     event_ids.reserve(sum(1 for _, e in parsed if e.event_id not in existing))
     book.entry_ids.reserve(2 * len(parsed))
-    ladder = program.ladder
     tz = program.timezone
     scores = leaderboard_svc.Scores.of(program, loaded.program_id)
     for index, ev in parsed:
@@ -249,6 +250,7 @@ def _book_events(
                 event_pk=ev_pk,
                 rule=award.rule,
                 award_kind=award.kind,
+                qualifies=award.qualifies,
             )
             award_rows.append([award.rule, award.currency, award.amount, award.kind, award.pending is not None])
         if scores is not None:
@@ -263,9 +265,8 @@ def _book_events(
             bonus_moves.append((pk, evaluation, ev_pk))
         activity_keys.add((pk, ev.type))
         tier_change = None
-        if ladder is not None:
-            reached = tier_for(ladder, state.balances.get(ladder.currency, 0))
-            new_tier = reached.key if reached else None
+        if realtime is not None and realtime.concerns(ev, evaluation.awards, state.tier, releases=ev.type in releases):
+            new_tier = realtime.after_event(pk, ev)
             if new_tier != state.tier:
                 tier_change = [state.tier, new_tier]
                 tier_rows.append(
@@ -318,6 +319,8 @@ def _book_events(
         checkin_svc.save(conn, states, checked_in)
     if budgets is not None:
         campaign_svc.settle(conn, loaded.program_id, program, budgets_before, budgets)
+    if realtime is not None:
+        realtime.save()
     if scores is not None:
         scores.flush(conn)
     if tier_rows:
