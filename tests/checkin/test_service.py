@@ -150,3 +150,24 @@ def test_a_program_without_check_in_refuses_it(engine: Engine, coffee: LoadedPro
         members.set_profile(conn, coffee.program_id, "m1", {}, now=NOW)
         view = members.show(conn, coffee, "m1", now=NOW)
     assert view.checkin is None
+
+
+def test_check_in_awards_can_stay_out_of_tier_qualification(engine: Engine) -> None:
+    text = (
+        PROGRAM.replace("makeup_cards_per_month: 1", "makeup_cards_per_month: 1\n  counts_toward_tiers: false")
+        + "ladder:\n  currency: value\n  tiers:\n    - {key: fan, name: Fan, threshold: 0}\n"
+        + "    - {key: voice, name: Voice, threshold: 10}\n"
+    )
+    counted = text.replace("counts_toward_tiers: false", "counts_toward_tiers: true").replace("key: club", "key: open")
+    tiers = {}
+    for source in (text, counted):
+        with engine.begin() as conn:
+            loaded = programs.load(conn, parse_program(source), source, now=NOW).loaded
+        for i in range(4):  # the 4th day in a row earns the 10 N milestone
+            with engine.begin() as conn:
+                checkin_svc.check_in(conn, loaded, "m1", at=stamp(D + timedelta(days=i)), now=NOW)
+        with engine.connect() as conn:
+            view = members.show(conn, loaded, "m1", now=NOW)
+        assert view.balances["value"] == 10
+        tiers[loaded.program.key] = view.tier["key"] if view.tier else None
+    assert tiers == {"club": "fan", "open": "voice"}
