@@ -170,6 +170,8 @@ class MemberView:
     profile: Mapping[str, Any]
     privileges: list[dict[str, Any]] = field(default_factory=list)
     tier_status: dict[str, Any] | None = None
+    checkin: dict[str, Any] | None = None
+    campaigns: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -182,6 +184,8 @@ class MemberView:
             "expiring": self.expiring,
             "display": self.display,
             "privileges": self.privileges,
+            "checkin": self.checkin,
+            "campaigns": self.campaigns,
             "profile": dict(self.profile),
         }
 
@@ -207,11 +211,27 @@ def show(
 
     tier, next_tier, tier_status = tier_svc.view(conn, loaded, row, now)
     expiring = _expiring(conn, program, row.pk, now + timedelta(days=expiring_days))
+    from kinloop.services import campaigns as campaign_svc
+    from kinloop.services import checkin as checkin_svc
     from kinloop.services import privileges
 
     held = privileges.held(conn, program, row, now=now) if program.privileges else []
+    available = {key: avail for key, (avail, _) in amounts.items()}
     return MemberView(
-        row.member_id, tier, bal_json, pend_json, display, next_tier, expiring, row.profile, held, tier_status
+        row.member_id,
+        tier,
+        bal_json,
+        pend_json,
+        display,
+        next_tier,
+        expiring,
+        row.profile,
+        held,
+        tier_status,
+        checkin=checkin_svc.view(conn, program, row, now) if program.checkin else None,
+        campaigns=campaign_svc.view(conn, loaded.program_id, program, row, now, available)
+        if program.campaigns
+        else None,
     )
 
 
