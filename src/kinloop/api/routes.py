@@ -38,7 +38,7 @@ from kinloop.domain.amounts import MAX_MINOR
 from kinloop.domain.errors import InvalidAmount, NotFound, ProgramInvalid
 from kinloop.program.loader import compile_program, parse_program
 from kinloop.services import explain as explain_svc
-from kinloop.services import ingest, keys, ledger, members, programs
+from kinloop.services import growth_badges, ingest, keys, ledger, members, programs
 from kinloop.services.keys import Principal
 from kinloop.store.tables import program_versions
 
@@ -128,8 +128,10 @@ def get_member(who: MemberRead, conn: ReadConn, member_id: MemberId) -> Any:
 def put_member(who: Ingest, conn: Conn, member_id: MemberId, body: ProfileIn) -> Any:
     loaded = program_of(conn, who)
     profile = members.profile_from(body.model_dump(exclude_none=True))
-    members.set_profile(conn, loaded.program_id, member_id, profile, now=utcnow())
-    view = members.show(conn, loaded, member_id, now=utcnow())
+    now = utcnow()
+    members.set_profile(conn, loaded.program_id, member_id, profile, now=now)
+    growth_badges.profile_updated(conn, loaded, members.get(conn, loaded.program_id, member_id).pk, profile, now=now)
+    view = members.show(conn, loaded, member_id, now=now)
     return {**view.as_json(), "profile": profile}
 
 

@@ -49,8 +49,8 @@ class CounterNeeds:
         streaks: set[str] = set()
         firsts: set[str] = set()
         for src in sources:
-            counts.update((t, p) for t, p in COUNT_REF.findall(src))  # type: ignore[misc]
-            totals.update((t, a, p) for t, a, p in TOTAL_REF.findall(src))  # type: ignore[misc]
+            counts.update((t, p) for t, p in COUNT_REF.findall(src))
+            totals.update((t, a, p) for t, a, p in TOTAL_REF.findall(src))
             streaks.update(STREAK_REF.findall(src))
             firsts.update(FIRST_REF.findall(src))
         return cls(frozenset(counts), frozenset(totals), frozenset(streaks), frozenset(firsts))
@@ -66,9 +66,7 @@ class CounterNeeds:
     @property
     def event_types(self) -> frozenset[str]:
         """The event types whose events can change what these counters say."""
-        return frozenset(
-            {t for t, _ in self.counts} | {t for t, _, _ in self.totals} | self.streaks | self.firsts
-        )
+        return frozenset({t for t, _ in self.counts} | {t for t, _, _ in self.totals} | self.streaks | self.firsts)
 
     def stored(self) -> dict[str, tuple[Period, ...]]:
         """Per event type, the periods kept in storage (lifetime counts live in `Activity`)."""

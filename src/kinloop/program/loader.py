@@ -424,6 +424,7 @@ class _Compiler:
                 "not a counter; write counters.<type>.<period>, totals.<type>.<attribute>.<period> or streaks.<type>",
             )
             return None
+        given: list[tuple[str, str, str | None, Decimal | None, RewardSpec | None, str]]
         given = [("", spec.name, spec.criterion, None, spec.reward, path)] if spec.criterion else []
         for j, lv in enumerate(spec.levels or []):
             given.append(

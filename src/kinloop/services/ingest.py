@@ -24,8 +24,8 @@ from kinloop.domain.periods import period_key
 from kinloop.domain.program import PERIODS, Program
 from kinloop.domain.rules import Evaluation, apply, evaluate
 from kinloop.domain.tiers import tier_for
+from kinloop.services import growth_badges, outbox
 from kinloop.services import members as member_svc
-from kinloop.services import outbox
 from kinloop.services.book import Book, chunks
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.bulk import insert_rows, select_in
@@ -79,6 +79,8 @@ def describe_outcome(program: Program, outcome: Mapping[str, Any]) -> dict[str, 
     if tier:
         names = {t.key: t.name for t in program.ladder.tiers} if program.ladder else {}
         out["tier_changed"] = {"from": tier[0], "to": tier[1], "text": f"reached {names.get(tier[1], tier[1])}"}
+    if "badges" in outcome or "tasks" in outcome:
+        out.update(growth_badges.outcome_text(program, outcome))
     return out
 
 
@@ -204,6 +206,7 @@ def _book_events(
     book.entry_ids.reserve(2 * len(parsed))
     ladder = program.ladder
     tz = program.timezone
+    growth = growth_badges.start(conn, program, states, growth_badges.events_days(program, (e for _, e in parsed)))
     for index, ev in parsed:
         prior = existing.get(ev.event_id) or seen.get(ev.event_id)
         if prior is not None:
@@ -234,6 +237,9 @@ def _book_events(
                 award_kind=award.kind,
             )
             award_rows.append([award.rule, award.currency, award.amount, award.kind, award.pending is not None])
+        grown = growth.on_event(book, pk, state, evaluation, ev_pk) if growth is not None else None
+        if grown is not None:
+            award_rows += grown.awards
         if ev.type in releases:
             _release_by_event(book, program, pk, ev, releases[ev.type])
         for key in evaluation.usage:
@@ -267,6 +273,11 @@ def _book_events(
         }
         if tier_change:
             outcome["tier"] = tier_change
+        if grown is not None:
+            if grown.badges:
+                outcome["badges"] = grown.badges
+            if grown.tasks:
+                outcome["tasks"] = grown.tasks
         event_rows.append(
             {
                 "id": ev_pk,
@@ -292,6 +303,8 @@ def _book_events(
         _move_bonuses(conn, book, program, pk, evaluation, ev_pk, now)
     book.flush()
     member_svc.save_states(conn, states, activity_keys, usage_keys, first_keys)
+    if growth is not None:
+        growth.save(conn)
     if tier_rows:
         conn.execute(tier_changes.insert(), tier_rows)
         from sqlalchemy import bindparam, update
@@ -304,6 +317,10 @@ def _book_events(
         )
     if event_rows:
         outbox.events_booked(conn, loaded.program_id, program, event_rows, tier_rows, rows.values(), now=now)
+        if growth is not None and growth.badge_rows:
+            outbox.badges_awarded(
+                conn, loaded.program_id, program, growth.badge_rows, event_rows, rows.values(), now=now
+            )
 
 
 def _jsonable(attributes: Mapping[str, Any]) -> dict[str, Any]:

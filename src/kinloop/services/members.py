@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -109,6 +109,16 @@ def load_states(
     return states
 
 
+def load_activity(conn: Connection, member_pk: int) -> dict[str, Activity]:
+    """One member's activity record per event type."""
+    return {
+        etype: Activity(count, date.fromordinal(last_day) if last_day else None, streak)
+        for etype, count, last_day, streak in select_in(
+            conn, activity, ("event_type", "count", "last_day", "streak"), "member_pk", [member_pk]
+        )
+    }
+
+
 def save_states(
     conn: Connection,
     states: Mapping[int, MemberState],
@@ -165,6 +175,8 @@ class MemberView:
     display: dict[str, str]
     next_tier: dict[str, Any] | None
     expiring: list[dict[str, Any]]
+    badges: list[dict[str, Any]] = field(default_factory=list)
+    tasks: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -175,6 +187,8 @@ class MemberView:
             "next_tier": self.next_tier,
             "expiring": self.expiring,
             "display": self.display,
+            "badges": self.badges,
+            "tasks": self.tasks,
         }
 
 
@@ -237,7 +251,19 @@ def show(
         }
         for (cur, day), amt in sorted(soon.items(), key=lambda kv: (kv[0][1], kv[0][0]))
     ]
-    return MemberView(row.member_id, tier, bal_json, pend_json, display, next_tier, expiring)
+    from kinloop.services import growth_badges
+
+    return MemberView(
+        row.member_id,
+        tier,
+        bal_json,
+        pend_json,
+        display,
+        next_tier,
+        expiring,
+        badges=growth_badges.showcase(conn, program, row.pk, now=now),
+        tasks=growth_badges.task_board(conn, program, row.pk, row.profile, now=now),
+    )
 
 
 def _number(minor: int, decimals: int) -> int | str:

@@ -32,7 +32,8 @@ from kinloop.store.tables import events, members, outbox, webhook_deliveries, we
 AWARD_CREATED = "award.created"
 TIER_CHANGED = "tier.changed"
 POINTS_EXPIRING = "points.expiring"
-KINDS = (AWARD_CREATED, TIER_CHANGED, POINTS_EXPIRING)
+BADGE_AWARDED = "badge.awarded"
+KINDS = (AWARD_CREATED, TIER_CHANGED, POINTS_EXPIRING, BADGE_AWARDED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +189,36 @@ def events_booked(
     enqueue(conn, program_id, messages, now=now, subscribers=subs)
 
 
+def badges_awarded(
+    conn: Connection,
+    program_id: int,
+    program: Program,
+    badge_rows: Sequence[Mapping[str, Any]],
+    event_rows: Sequence[Mapping[str, Any]],
+    member_rows: Iterable[MemberRow],
+    *,
+    now: datetime,
+) -> None:
+    """Report badge levels earned in a booked batch: one `badge.awarded` per member, badge and level."""
+    subs = load_subscribers(conn, program_id)
+    if not subs.of(BADGE_AWARDED):
+        return
+    member_ids = {m.pk: m.member_id for m in member_rows}
+    event_ids = {r["id"]: r["event_id"] for r in event_rows}
+    messages = [
+        badge_awarded(
+            program,
+            member_id=member_ids[b["member_pk"]],
+            badge_key=b["badge"],
+            level=b["level"],
+            event_id=event_ids.get(b["event_pk"]),
+            at=b["awarded_at"],
+        )
+        for b in badge_rows
+    ]
+    enqueue(conn, program_id, messages, now=now, subscribers=subs)
+
+
 def tier_change_recorded(
     conn: Connection,
     program_id: int,
@@ -302,6 +333,29 @@ def tier_changed(
             "event_id": event_id,
             "at": at.isoformat(),
             "text": text,
+        },
+    )
+
+
+def badge_awarded(
+    program: Program, *, member_id: str, badge_key: str, level: str, event_id: str | None, at: datetime
+) -> Message:
+    """A member earned a badge, or one level of it ("" for a one-time badge)."""
+    badge = next((b for b in program.badges if b.key == badge_key), None)
+    title = badge.title(level) if badge is not None else badge_key
+    found = next((lv for lv in badge.levels if lv.key == level), None) if badge is not None else None
+    return Message(
+        BADGE_AWARDED,
+        f"{member_id}\x1f{badge_key}\x1f{level}",
+        {
+            "member_id": member_id,
+            "badge": badge_key,
+            "badge_name": badge.name if badge is not None else badge_key,
+            "level": level or None,
+            "level_name": found.name if found is not None and level else None,
+            "event_id": event_id,
+            "at": at.isoformat(),
+            "text": f"earned {title}",
         },
     )
 
