@@ -8,7 +8,7 @@ The decisions are the domain's (`domain/badges.py`, `domain/tasks.py`, `domain/c
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -21,7 +21,7 @@ from kinloop.domain import badges as B
 from kinloop.domain import tasks as T
 from kinloop.domain.counters import Tallies, Tally, count, member_context, period_keys
 from kinloop.domain.events import Event
-from kinloop.domain.periods import local_day, period_key
+from kinloop.domain.periods import local_day
 from kinloop.domain.program import Program, Reward
 from kinloop.domain.rules import Evaluation, MemberState, cel_context
 from kinloop.services.book import Book, chunks
@@ -400,30 +400,13 @@ def task_stats(conn: Connection, loaded: LoadedProgram, *, task: str | None = No
     )
     if task is not None:
         query = query.where(task_progress.c.task == task)
-    rows = sorted(conn.execute(query).all(), key=lambda r: (r[0], _desc(r[1])))
+    newest_first = sorted(conn.execute(query).all(), key=lambda r: str(r[1]), reverse=True)
+    rows = sorted(newest_first, key=lambda r: str(r[0]))  # stable: periods stay newest first
     return [
         {"task": key, "name": names.get(key, key), "period": period, "completions": int(n)} for key, period, n in rows
     ]
 
 
-def _desc(period: str) -> Sequence[int]:
-    return [-ord(c) for c in period]
-
-
 def events_days(program: Program, evs: Iterable[Event]) -> set[date]:
     """The local days of these events, where the program lives."""
     return {local_day(e.occurred_at, program.timezone) for e in evs}
-
-
-__all__ = [
-    "EventGrowth",
-    "GrowthBatch",
-    "events_days",
-    "outcome_text",
-    "period_key",
-    "profile_updated",
-    "showcase",
-    "start",
-    "task_board",
-    "task_stats",
-]
