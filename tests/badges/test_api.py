@@ -45,7 +45,8 @@ def test_the_event_reply_and_the_member_view(forum_client: tuple[TestClient, dic
     ]
     r = client.post("/v1/events", json=event("c1", "comment", "2026-03-01T18:00:00+08:00"), headers=auth)
     assert r.status_code == 200, r.text
-    assert r.json()["badges"] == [] and r.json()["tasks"] == []
+    assert r.json()["badges"] == []
+    assert r.json()["tasks"] == []
     r = client.get("/v1/members/m1", headers=auth)
     assert r.status_code == 200, r.text
     view = r.json()

@@ -129,9 +129,12 @@ tasks:
 
 def test_a_program_without_badges_or_tasks_keeps_its_digest() -> None:
     spec = parse_program(HEADER)
-    assert '"badges"' not in canonical_text(spec) and '"tasks"' not in canonical_text(spec)
+    assert '"badges"' not in canonical_text(spec)
+    assert '"tasks"' not in canonical_text(spec)
     p = compile_program(spec)
-    assert p.badges == () and p.tasks == () and p.counters is None
+    assert p.badges == ()
+    assert p.tasks == ()
+    assert p.counters is None
 
 
 def test_the_forum_program_compiles() -> None:

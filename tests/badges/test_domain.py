@@ -54,11 +54,14 @@ def at(day: str, hh: int = 10, mm: int = 0) -> datetime:
 
 def test_needs_are_read_from_the_criteria() -> None:
     # Given the forum's badges, only what their criteria name is kept.
-    assert NEEDS == CounterNeeds(
-        counts=frozenset({("answer", "lifetime"), ("comment", "day")}),
-        totals=frozenset({("purchase", "amount", "month")}),
-        streaks=frozenset({"answer", "check_in"}),
-        firsts=frozenset({"purchase"}),
+    assert (
+        CounterNeeds(
+            counts=frozenset({("answer", "lifetime"), ("comment", "day")}),
+            totals=frozenset({("purchase", "amount", "month")}),
+            streaks=frozenset({"answer", "check_in"}),
+            firsts=frozenset({"purchase"}),
+        )
+        == NEEDS
     )
     # Lifetime counts come from Activity; only periods and totals need rows of their own.
     assert NEEDS.stored() == {"comment": ("day",), "purchase": ("month",)}
@@ -141,12 +144,15 @@ def test_showcase_shows_held_levels_and_the_next_ones_progress() -> None:
     member = {"counters": {"answer": {"lifetime": 2}}, "streaks": {"answer": 1}}
     s = B.showcase(helpful, {"bronze": when}, member)
     assert [(lv.key, t) for lv, t in s.earned] == [("bronze", when)]
-    assert s.next is not None and s.next.key == "silver"
+    assert s.next is not None
+    assert s.next.key == "silver"
     assert s.current == 2
     assert s.next.threshold == B.Threshold("counters.answer.lifetime", Decimal(3))
     # Gold is not a simple threshold: no progress figure.
     s = B.showcase(helpful, {"bronze": when, "silver": when}, member)
-    assert s.next is not None and s.next.key == "gold" and s.current is None
+    assert s.next is not None
+    assert s.next.key == "gold"
+    assert s.current is None
     # All held: nothing next.
     assert B.showcase(helpful, dict.fromkeys(("bronze", "silver", "gold"), when), member).next is None
 

@@ -53,7 +53,8 @@ def test_periods_turn_at_local_midnight() -> None:
     assert weekly.period(local_day(before, tz)) == "w2026-07"
     assert weekly.period(local_day(after, tz)) == "w2026-08"
     assert once.period(local_day(before, tz)) == once.period(local_day(after, tz)) == "all"
-    assert not once.repeats and daily.repeats
+    assert not once.repeats
+    assert daily.repeats
     assert daily.period(date(2026, 2, 28)) != T.Task("m", "M", every="month").period(date(2026, 2, 28))
 
 
