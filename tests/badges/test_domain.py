@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-import cel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -37,8 +36,8 @@ class Member:
         apply(self.state, evaluation)
         assert NEEDS is not None
         count(NEEDS, self.tallies, ev, evaluation.day)
-        ctx = cel.Context({"member": member_context(NEEDS, self.tallies, self.state.activity, evaluation.day)})
-        earned = B.earn(PROGRAM.badges, self.held, ctx, ev.type)
+        member = member_context(NEEDS, self.tallies, self.state.activity, evaluation.day)
+        earned = B.earn(PROGRAM.badges, self.held, member, ev.type)
         for badge, level in earned:
             self.held.setdefault(badge.key, set()).add(level.key)
         return [badge.title(level.key) for badge, level in earned]
@@ -91,11 +90,12 @@ def test_one_event_can_earn_several_levels_at_once() -> None:
 def test_a_later_level_is_not_earned_before_an_earlier_one() -> None:
     # Gold's criterion is true but silver's is not held and false: nothing beyond bronze.
     levels = BADGES["helpful"].levels
-    ctx = {"member": {"counters": {"answer": {"lifetime": 2}}, "streaks": {"answer": 9}}}
-    earned = B.earn([BADGES["helpful"]], {}, ctx, "answer")
+    member = {"counters": {"answer": {"lifetime": 2}}, "streaks": {"answer": 9}}
+    earned = B.earn([BADGES["helpful"]], {}, member, "answer")
     assert [lv.key for _, lv in earned] == ["bronze"]
-    assert B.satisfied(levels[0], ctx)
-    assert not B.satisfied(levels[1], ctx)
+    assert B.satisfied(levels[0], {"member": member})
+    assert not B.satisfied(levels[1], {"member": member})
+    assert B.satisfied(levels[2], {"member": {**member, "counters": {"answer": {"lifetime": 5}}}})
 
 
 def test_day_counters_reset_at_local_midnight() -> None:
@@ -230,9 +230,28 @@ def test_badges_held_are_those_the_history_satisfies(raw: list[tuple[str, int, D
         apply(member.state, evaluation)
         assert NEEDS is not None
         count(NEEDS, member.tallies, ev, evaluation.day)
-        ctx = cel.Context({"member": member_context(NEEDS, member.tallies, member.state.activity, evaluation.day)})
-        for badge, level in B.earn(PROGRAM.badges, member.held, ctx, t):
+        counters = member_context(NEEDS, member.tallies, member.state.activity, evaluation.day)
+        for badge, level in B.earn(PROGRAM.badges, member.held, counters, t):
             assert level.key not in member.held.get(badge.key, set())  # never twice
             member.held.setdefault(badge.key, set()).add(level.key)
     held = {(b, lv) for b, levels in member.held.items() for lv in levels}
     assert held == _expected(history)
+
+
+@given(
+    st.integers(min_value=0, max_value=400),
+    st.integers(min_value=0, max_value=40),
+    st.decimals(min_value=0, max_value=300, places=2),
+)
+def test_thresholds_decide_as_their_cel_source_does(answers: int, streak: int, total: Decimal) -> None:
+    # Threshold levels are decided in Python, without CEL: the same answer as the criterion's source.
+    member = {
+        "counters": {"answer": {"lifetime": answers}},
+        "streaks": {"answer": streak, "check_in": streak},
+        "totals": {"purchase": {"amount": {"month": float(total)}}},
+    }
+    for badge in PROGRAM.badges:
+        for level in badge.levels:
+            if level.threshold is not None:
+                fast = level.threshold.current(member) >= level.threshold.target
+                assert fast == B.satisfied(level, {"member": member}), (badge.key, level.key)

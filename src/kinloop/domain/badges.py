@@ -8,8 +8,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import cel
+
+from kinloop.domain.counters import CounterNeeds
 from kinloop.domain.program import Condition, Reward
 
+NO_NEEDS = CounterNeeds()
 # A criterion of the form `member.<counter> >= N` is a simple threshold: its progress can be shown.
 _THRESHOLD = re.compile(
     r"^\s*member\.((?:counters\.[a-z][a-z0-9_]*\.(?:day|week|month|lifetime))"
@@ -57,6 +61,7 @@ class Badge:
     description: str
     levels: tuple[BadgeLevel, ...]
     event_types: frozenset[str]  # events that can change the criteria; empty: every event
+    needs: CounterNeeds = NO_NEEDS  # the counters its criteria read
 
     def title(self, level: str) -> str:
         """The badge in words: `Helpful (Silver)`, or `Helpful` for a one-time badge."""
@@ -67,8 +72,23 @@ class Badge:
         return not self.event_types or event_type in self.event_types
 
 
+def by_event_type(
+    badges: Sequence[Badge], event_types: Sequence[str]
+) -> dict[str, tuple[tuple[Badge, ...], CounterNeeds]]:
+    """Per event type, the badges its events concern and the counters their criteria read."""
+    out: dict[str, tuple[tuple[Badge, ...], CounterNeeds]] = {}
+    for t in event_types:
+        concerned = tuple(b for b in badges if b.concerns(t))
+        needs = NO_NEEDS
+        for b in concerned:
+            needs = needs | b.needs
+        out[t] = (concerned, needs)
+    return out
+
+
 def satisfied(level: BadgeLevel, context: Any) -> bool:
-    """Whether a level's criterion holds; one that cannot be evaluated does not."""
+    """Whether a level's criterion holds for `context` (holding `member`); one that cannot be
+    evaluated does not."""
     try:
         return level.criterion.compiled.execute(context) is True
     except Exception:  # CEL raises KeyError, TypeError, RuntimeError, ZeroDivisionError
@@ -76,19 +96,29 @@ def satisfied(level: BadgeLevel, context: Any) -> bool:
 
 
 def earn(
-    badges: Sequence[Badge], held: Mapping[str, set[str]], context: Any, event_type: str
+    badges: Sequence[Badge], held: Mapping[str, set[str]], member: Mapping[str, Any], event_type: str
 ) -> list[tuple[Badge, BadgeLevel]]:
     """The badge levels a member earns now: for each badge this event concerns, its levels in
-    order from the first one not held, while their criteria hold. `context` holds `member`."""
+    order from the first one not held, while their criteria hold over `member` (the counters)."""
     out: list[tuple[Badge, BadgeLevel]] = []
+    context: Any = None
     for badge in badges:
         if not badge.concerns(event_type):
             continue
         mine = held.get(badge.key, set())
+        if len(mine) >= len(badge.levels):
+            continue
         for level in badge.levels:
             if level.key in mine:
                 continue
-            if not satisfied(level, context):
+            if level.threshold is not None:
+                # The same comparison as the CEL source states, without converting the counters.
+                ok = level.threshold.current(member) >= level.threshold.target
+            else:
+                if context is None:
+                    context = cel.Context({"member": member})
+                ok = satisfied(level, context)
+            if not ok:
                 break
             out.append((badge, level))
     return out

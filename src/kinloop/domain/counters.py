@@ -41,6 +41,23 @@ class CounterNeeds:
     streaks: frozenset[str] = frozenset()
     firsts: frozenset[str] = frozenset()
 
+    _stored: dict[str, tuple[Period, ...]] = field(init=False, repr=False, compare=False)
+    _totalled: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Computed once: ingestion asks for these for every event.
+        stored: dict[str, set[Period]] = {}
+        for t, p in self.counts:
+            if p != "lifetime":
+                stored.setdefault(t, set()).add(p)
+        for t, _, p in self.totals:
+            stored.setdefault(t, set()).add(p)
+        object.__setattr__(self, "_stored", {t: tuple(p for p in PERIODS if p in ps) for t, ps in stored.items()})
+        totalled: dict[str, set[str]] = {}
+        for t, a, _ in self.totals:
+            totalled.setdefault(t, set()).add(a)
+        object.__setattr__(self, "_totalled", {t: tuple(sorted(a)) for t, a in totalled.items()})
+
     @classmethod
     def scan(cls, sources: Iterable[str]) -> CounterNeeds:
         """The counters named in these CEL sources."""
@@ -70,17 +87,11 @@ class CounterNeeds:
 
     def stored(self) -> dict[str, tuple[Period, ...]]:
         """Per event type, the periods kept in storage (lifetime counts live in `Activity`)."""
-        out: dict[str, set[Period]] = {}
-        for t, p in self.counts:
-            if p != "lifetime":
-                out.setdefault(t, set()).add(p)
-        for t, _, p in self.totals:
-            out.setdefault(t, set()).add(p)
-        return {t: tuple(p for p in PERIODS if p in ps) for t, ps in out.items()}
+        return self._stored
 
     def totalled(self, event_type: str) -> tuple[str, ...]:
         """The attributes of `event_type` some criterion sums."""
-        return tuple(sorted({a for t, a, _ in self.totals if t == event_type}))
+        return self._totalled.get(event_type, ())
 
 
 @dataclass(slots=True)
@@ -102,9 +113,12 @@ def period_keys(needs: CounterNeeds, event_type: str, day: date) -> list[tuple[P
 
 def count(needs: CounterNeeds, tallies: Tallies, event: Event, day: date) -> list[tuple[str, str]]:
     """Count `event` (on its local `day`) in the stored tallies; returns the keys it changed."""
+    periods = needs.stored().get(event.type)
+    if not periods:
+        return []
     changed = []
     attrs = needs.totalled(event.type)
-    for _, key in period_keys(needs, event.type, day):
+    for key in [period_key(p, day) for p in periods]:
         tally = tallies.setdefault((event.type, key), Tally())
         tally.count += 1
         for a in attrs:
@@ -126,18 +140,19 @@ def member_context(
     needs: CounterNeeds, tallies: Mapping[tuple[str, str], Tally], activity: Mapping[str, Activity], day: date
 ) -> dict[str, Any]:
     """What a criterion sees as `member`: exactly the counters it names, as they stand on `day`."""
+    keys = {p: period_key(p, day) for p in PERIODS}
     counters: dict[str, dict[str, int]] = {}
     for t, p in needs.counts:
         if p == "lifetime":
             a = activity.get(t)
             n = a.count if a is not None else 0
         else:
-            tally = tallies.get((t, period_key(p, day)))
+            tally = tallies.get((t, keys[p]))
             n = tally.count if tally is not None else 0
         counters.setdefault(t, {})[p] = n
     totals: dict[str, dict[str, dict[str, float]]] = {}
     for t, attr, p in needs.totals:
-        tally = tallies.get((t, period_key(p, day)))
+        tally = tallies.get((t, keys[p]))
         value = tally.totals.get(attr, Decimal(0)) if tally is not None else Decimal(0)
         # CEL has no decimal type: criteria compare totals as doubles, like rule conditions.
         totals.setdefault(t, {}).setdefault(attr, {})[p] = float(value)

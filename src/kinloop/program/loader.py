@@ -460,7 +460,7 @@ class _Compiler:
             levels.append(BadgeLevel(key, name, condition, Threshold.of(criterion), reward))
         if len(levels) != len(given):
             return None
-        return Badge(spec.key, spec.name, spec.description, tuple(levels), needs.event_types), needs
+        return Badge(spec.key, spec.name, spec.description, tuple(levels), needs.event_types, needs), needs
 
     def badges(
         self, currencies: Mapping[str, Currency], types: Mapping[str, EventType]

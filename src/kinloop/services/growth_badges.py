@@ -14,12 +14,11 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-import cel
 from sqlalchemy import Connection, func, select
 
 from kinloop.domain import badges as B
 from kinloop.domain import tasks as T
-from kinloop.domain.counters import Tallies, Tally, count, member_context, period_keys
+from kinloop.domain.counters import CounterNeeds, Tallies, Tally, count, member_context, period_keys
 from kinloop.domain.events import Event
 from kinloop.domain.periods import local_day
 from kinloop.domain.program import Program, Reward
@@ -47,6 +46,8 @@ class GrowthBatch:
     tallies: dict[int, Tallies]
     held: dict[int, dict[str, set[str]]]
     progress: dict[int, dict[tuple[str, str], T.Progress]]
+    by_type: dict[str, tuple[tuple[B.Badge, ...], CounterNeeds]] = field(default_factory=dict)
+    tasks_by_type: dict[str, list[T.Task]] = field(default_factory=dict)
     changed_tallies: set[tuple[int, str, str]] = field(default_factory=set)
     changed_progress: dict[tuple[int, str, str], datetime | None] = field(default_factory=dict)
     badge_rows: list[dict[str, Any]] = field(default_factory=list)
@@ -62,11 +63,13 @@ class GrowthBatch:
             tallies = self.tallies.setdefault(pk, {})
             for event_type, key in count(program.counters, tallies, ev, evaluation.day):
                 self.changed_tallies.add((pk, event_type, key))
-            concerned = [b for b in program.badges if b.concerns(ev.type)]
-            if concerned:
-                member = member_context(program.counters, tallies, state.activity, evaluation.day)
-                held = self.held.setdefault(pk, {})
-                for badge, level in B.earn(concerned, held, cel.Context({"member": member}), ev.type):
+            concerned, needs = self.by_type[ev.type]
+            held = self.held.setdefault(pk, {})
+            # Badges the member holds every level of are not evaluated again.
+            open_ = [b for b in concerned if len(held.get(b.key, ())) < len(b.levels)]
+            if open_:
+                member = member_context(needs, tallies, state.activity, evaluation.day)
+                for badge, level in B.earn(open_, held, member, ev.type):
                     held.setdefault(badge.key, set()).add(level.key)
                     self.badge_rows.append(
                         {
@@ -79,9 +82,8 @@ class GrowthBatch:
                     )
                     out.badges.append([badge.key, level.key])
                     self._reward(book, pk, ev, ev_pk, badge.key, level.reward, "badge", out)
-        for task in program.tasks:
-            if task.event_type == ev.type:
-                self._task(book, pk, state, evaluation, ev_pk, task, out)
+        for task in self.tasks_by_type.get(ev.type, ()):
+            self._task(book, pk, state, evaluation, ev_pk, task, out)
         return out if out.badges or out.tasks else None
 
     def _task(
@@ -163,6 +165,10 @@ def start(conn: Connection, program: Program, pks: Iterable[int], days: Iterable
     members_ = sorted(set(pks))
     days = sorted(set(days))
     batch = GrowthBatch(program, {}, {}, {})
+    batch.by_type = B.by_event_type(program.badges, list(program.event_types))
+    for task in program.tasks:
+        if task.event_type is not None:
+            batch.tasks_by_type.setdefault(task.event_type, []).append(task)
     needs = program.counters
     if needs is not None:
         wanted = sorted({key for t in needs.stored() for d in days for _, key in period_keys(needs, t, d)})
