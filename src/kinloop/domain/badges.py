@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -28,6 +28,10 @@ class Threshold:
 
     counter: str
     target: Decimal
+    path: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", tuple(self.counter.split(".")))
 
     @classmethod
     def of(cls, source: str) -> Threshold | None:
@@ -38,7 +42,7 @@ class Threshold:
     def current(self, member: Mapping[str, Any]) -> Decimal:
         """The counter's value in a member context (as `counters.member_context` builds it)."""
         value: Any = member
-        for part in self.counter.split("."):
+        for part in self.path:
             value = value.get(part, 0) if isinstance(value, Mapping) else 0
         if isinstance(value, bool):
             return Decimal(int(value))
