@@ -7,18 +7,7 @@ import pytest
 from kinloop.domain.errors import ProgramInvalid
 from kinloop.program.loader import canonical_text, compile_program, parse_program
 from tests.badges.programs import FORUM
-
-HEADER = """
-key: shop
-name: Shop
-currencies:
-  - {key: stars, name: Stars, kind: growth}
-  - {key: beans, name: Beans, kind: points}
-event_types:
-  - key: purchase
-    attributes: {amount: decimal, channel: {type: string, required: false}}
-  - key: check_in
-"""
+from tests.program.test_validation import HEADER
 
 
 def pairs(text: str) -> list[tuple[str, str]]:
