@@ -70,3 +70,17 @@ def test_put_completes_the_profile_task_once(api: Api) -> None:
         assert r.status_code == 200, r.text
         assert r.json()["tasks"][0]["text"] == "Complete your profile: 3/3 (done)"
         assert r.json()["balances"]["beans"] == 5  # once, however often the profile is sent
+
+
+def test_task_completions_for_the_operator(forum_client: tuple[TestClient, dict[str, str]]) -> None:
+    client, auth = forum_client
+    comments = [event(f"c{i}", "comment", f"2026-02-10T1{i}:00:00+08:00", member=f"m{i % 2}") for i in range(6)]
+    assert client.post("/v1/events", json={"events": comments}, headers=auth).status_code == 200
+    r = client.get("/v1/program/tasks/stats", headers=auth)
+    assert r.status_code == 200, r.text
+    assert r.json() == [
+        {"task": "daily_comments", "name": "Comment 3 times today", "period": "d2026-02-10", "completions": 2}
+    ]
+    r = client.get("/v1/program/tasks/stats?task=nope", headers=auth)
+    assert r.status_code == 404
+    assert r.json()["code"] == "not_found"
