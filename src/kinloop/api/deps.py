@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from anyio import CapacityLimiter, Lock, to_thread
 from fastapi import Depends, HTTPException, Request
@@ -19,6 +19,8 @@ from kinloop.services import keys, programs
 from kinloop.services.keys import Forbidden, Principal, Unauthorized
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.tables import program_versions
+
+T = TypeVar("T")
 
 # Checking a key costs a query; a recently seen key is trusted for this long (so a revoked
 # key stops working within these seconds on every worker).
@@ -72,6 +74,16 @@ async def _transaction(st: ApiState, engine: Engine) -> AsyncIterator[Connection
         await _call(st, st.closing, conn.close)  # closing rolls back
         raise
     await _call(st, st.closing, _commit, conn)
+
+
+async def run(request: Request, fn: Callable[..., T], *args: Any) -> T:
+    """A synchronous service call from an async endpoint: inline on SQLite (its work is CPU in
+    this process and the writer queue already serialises writes, so a thread hop only costs),
+    in a worker thread on PostgreSQL (where it waits on the network)."""
+    st = state(request)
+    if st.in_process:
+        return fn(*args)
+    return await to_thread.run_sync(fn, *args)
 
 
 async def transaction(request: Request) -> AsyncIterator[Connection]:

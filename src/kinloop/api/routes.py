@@ -7,11 +7,11 @@ from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Path, Query
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from sqlalchemy import Connection, select, update
 
 from kinloop.api import metrics
-from kinloop.api.deps import Conn, ReadConn, member_visible, program_of, require
+from kinloop.api.deps import Conn, ReadConn, member_visible, program_of, require, run
 from kinloop.api.schemas import (
     NO_NUL,
     AdjustmentIn,
@@ -60,13 +60,11 @@ EventId = Annotated[str, Path(min_length=1, max_length=200, pattern=NO_NUL)]
     summary="Ingest one event, or a batch of up to 1,000",
     responses={422: {"description": "a single event that cannot be accepted"}},
 )
-def post_events(who: Ingest, conn: Conn, body: Annotated[EventIn | EventBatch, Body()]) -> Any:
+async def post_events(request: Request, who: Ingest, conn: Conn, body: Annotated[EventIn | EventBatch, Body()]) -> Any:
     """Idempotent on `event_id`: a repeat returns the first result and awards nothing.
     In a batch each event succeeds or fails on its own, failures with their index and reason."""
-    loaded = program_of(conn, who)
     items = body.events if isinstance(body, EventBatch) else [body]
-    raws = [item.model_dump() for item in items]
-    results = ingest.ingest(conn, loaded, raws, now=utcnow())
+    loaded, results = await run(request, _ingest, conn, who, [item.model_dump() for item in items])
     metrics.record_ingest(loaded.program, results)
     shaped = [r.as_json(loaded.program) for r in results]
     if isinstance(body, EventBatch):
@@ -81,6 +79,13 @@ def post_events(who: Ingest, conn: Conn, body: Annotated[EventIn | EventBatch, B
     if only.error is not None:
         raise only.error
     return shaped[0]
+
+
+def _ingest(
+    conn: Connection, who: Principal, raws: list[dict[str, Any]]
+) -> tuple[programs.LoadedProgram, list[ingest.IngestResult]]:
+    loaded = program_of(conn, who)
+    return loaded, ingest.ingest(conn, loaded, raws, now=utcnow())
 
 
 @router.get("/events/{event_id}", summary="Why an event earned what it earned")
@@ -116,12 +121,13 @@ def number(value: str | int) -> Decimal:
 
 # --- members --------------------------------------------------------------------------------
 @router.get("/members/{member_id}", response_model=MemberOut, summary="Balances, tier and progress")
-def get_member(who: MemberRead, conn: ReadConn, member_id: MemberId) -> Any:
+async def get_member(request: Request, who: MemberRead, conn: ReadConn, member_id: MemberId) -> Any:
     member_visible(who, member_id)
-    loaded = program_of(conn, who)
-    view = members.show(conn, loaded, member_id, now=utcnow())
-    row = members.get(conn, loaded.program_id, member_id)
-    return {**view.as_json(), "profile": dict(row.profile)}
+    return await run(request, _member, conn, who, member_id)
+
+
+def _member(conn: Connection, who: Principal, member_id: str) -> dict[str, Any]:
+    return members.show(conn, program_of(conn, who), member_id, now=utcnow()).as_json()
 
 
 @router.put("/members/{member_id}", response_model=MemberOut, summary="Create or update a member's profile")
@@ -131,8 +137,7 @@ def put_member(who: Ingest, conn: Conn, member_id: MemberId, body: ProfileIn) ->
     now = utcnow()
     members.set_profile(conn, loaded.program_id, member_id, profile, now=now)
     growth_badges.profile_updated(conn, loaded, members.get(conn, loaded.program_id, member_id).pk, profile, now=now)
-    view = members.show(conn, loaded, member_id, now=now)
-    return {**view.as_json(), "profile": profile}
+    return members.show(conn, loaded, member_id, now=now).as_json()
 
 
 @router.get("/members/{member_id}/ledger", response_model=LedgerPage, summary="A member's history, newest first")

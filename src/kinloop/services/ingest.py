@@ -29,6 +29,7 @@ from kinloop.services import members as member_svc
 from kinloop.services.book import Book, chunks
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.bulk import insert_rows, select_in
+from kinloop.store.db import is_sqlite
 from kinloop.store.tables import entries, events, tier_changes
 
 
@@ -172,8 +173,9 @@ def _book_events(
     fresh = [e for _, e in parsed if e.event_id not in existing]
     rows = member_svc.ensure(conn, loaded.program_id, (e.member_id for e in fresh), now)
     # Checked again once the member locks are held: a concurrent copy of an event waits for
-    # the lock and then finds the first one here.
-    if fresh:
+    # the lock and then finds the first one here. On SQLite the first check already ran under
+    # the database's single write lock (BEGIN IMMEDIATE), so nothing can have changed.
+    if fresh and not is_sqlite(conn):
         existing.update(_existing(conn, loaded.program_id, sorted({e.event_id for e in fresh})))
     book = Book(conn, loaded.program_id, loaded.version_id, now)
     states = member_svc.load_states(conn, program, rows.values(), book, _period_keys(program, [e for _, e in parsed]))

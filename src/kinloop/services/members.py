@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, outerjoin, select, update
 
+from kinloop.domain import ledger as L
+from kinloop.domain.amounts import from_minor
 from kinloop.domain.errors import InvalidInput, UnknownMember
 from kinloop.domain.program import Program
 from kinloop.domain.rules import Activity, FirstAward, MemberState, Usage
@@ -18,7 +21,7 @@ from kinloop.services.book import Book, chunks, lock_members
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.bulk import select_in, upsert_rows
 from kinloop.store.db import insert_ignore
-from kinloop.store.tables import activity, balances, first_awards, lots, members, rule_usage
+from kinloop.store.tables import activity, balances, entries, events, first_awards, lots, members, rule_usage
 
 
 @dataclass(slots=True)
@@ -175,6 +178,7 @@ class MemberView:
     display: dict[str, str]
     next_tier: dict[str, Any] | None
     expiring: list[dict[str, Any]]
+    profile: Mapping[str, Any]
     badges: list[dict[str, Any]] = field(default_factory=list)
     tasks: list[dict[str, Any]] = field(default_factory=list)
 
@@ -189,6 +193,7 @@ class MemberView:
             "display": self.display,
             "badges": self.badges,
             "tasks": self.tasks,
+            "profile": dict(self.profile),
         }
 
 
@@ -196,14 +201,10 @@ def show(
     conn: Connection, loaded: LoadedProgram, member_id: str, *, now: datetime, expiring_days: int = 30
 ) -> MemberView:
     """Balances, tier, progress to the next tier and soon-expiring amounts of one member."""
-    from datetime import timedelta
-
     program = loaded.program
     row = get(conn, loaded.program_id, member_id)
     amounts = dict.fromkeys(program.currencies, (0, 0))
-    for cur, avail, pend in conn.execute(
-        select(balances.c.currency, balances.c.available, balances.c.pending).where(balances.c.member_pk == row.pk)
-    ):
+    for cur, avail, pend in select_in(conn, balances, ("currency", "available", "pending"), "member_pk", [row.pk]):
         amounts[cur] = (avail, pend)
     bal_json = {}
     pend_json = {}
@@ -229,28 +230,7 @@ def show(
                 "missing": _number(prog.missing, currency.decimals),
                 "text": f"{currency.display(prog.missing)} to {prog.next.name}",
             }
-    horizon = now + timedelta(days=expiring_days)
-    soon: dict[tuple[str, date], int] = {}
-    for cur, remaining, at in conn.execute(
-        select(lots.c.currency, lots.c.remaining, lots.c.expires_at).where(
-            lots.c.member_pk == row.pk,
-            lots.c.remaining > 0,
-            lots.c.expires_at.is_not(None),
-            lots.c.expires_at <= horizon,
-            lots.c.status == "available",
-        )
-    ):
-        key2 = (cur, at.astimezone(program.timezone).date())
-        soon[key2] = soon.get(key2, 0) + remaining
-    expiring = [
-        {
-            "currency": cur,
-            "amount": _number(amt, program.currencies[cur].decimals),
-            "on": day.isoformat(),
-            "text": f"{program.currencies[cur].display(amt)} expire on {day.isoformat()}",
-        }
-        for (cur, day), amt in sorted(soon.items(), key=lambda kv: (kv[0][1], kv[0][0]))
-    ]
+    expiring = _expiring(conn, program, row.pk, now + timedelta(days=expiring_days))
     from kinloop.services import growth_badges
 
     return MemberView(
@@ -261,6 +241,7 @@ def show(
         display,
         next_tier,
         expiring,
+        row.profile,
         badges=growth_badges.showcase(conn, program, row.pk, now=now),
         tasks=growth_badges.task_board(conn, program, row.pk, row.profile, now=now),
     )
@@ -270,8 +251,6 @@ def _number(minor: int, decimals: int) -> int | str:
     """JSON numbers for whole-unit currencies, exact decimal strings otherwise."""
     if decimals == 0:
         return minor
-    from kinloop.domain.amounts import from_minor
-
     return str(from_minor(minor, decimals))
 
 
@@ -288,8 +267,6 @@ PROFILE_FIELDS = ("display_name", "birthday", "timezone", "joined_at")
 
 def profile_from(given: Mapping[str, Any]) -> dict[str, Any]:
     """A stored profile: the known fields, and free attributes beside them (known fields win)."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
     tz = given.get("timezone")
     if tz is not None:
         try:
@@ -309,8 +286,6 @@ def profile_from(given: Mapping[str, Any]) -> dict[str, Any]:
 
 def set_profile(conn: Connection, program_id: int, member_id: str, profile: dict[str, Any], *, now: datetime) -> None:
     """Replace a member's profile, creating the member if new."""
-    from sqlalchemy import update
-
     row = ensure(conn, program_id, [member_id], now)[member_id]
     conn.execute(update(members).where(members.c.id == row.pk).values(profile=profile))
 
@@ -319,11 +294,6 @@ def history(
     conn: Connection, loaded: LoadedProgram, member_id: str, *, before: int | None, limit: int
 ) -> tuple[list[dict[str, Any]], str | None]:
     """A page of a member's ledger entries, newest first, and the cursor of the next page."""
-    from sqlalchemy import outerjoin
-
-    from kinloop.domain import ledger as L
-    from kinloop.store.tables import entries, events
-
     row = get(conn, loaded.program_id, member_id)
     query = (
         select(entries, events.c.event_id.label("event_ref"))
@@ -362,3 +332,32 @@ def history(
         )
     next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
     return out, next_cursor
+
+
+# Built once: building the statement cost as much as running it.
+_EXPIRING = select(lots.c.currency, lots.c.remaining, lots.c.expires_at).where(
+    lots.c.member_pk == bindparam("member_pk"),
+    lots.c.remaining > 0,
+    lots.c.expires_at.is_not(None),
+    lots.c.expires_at <= bindparam("horizon"),
+    lots.c.status == "available",
+)
+
+
+def _expiring(conn: Connection, program: Program, member_pk: int, horizon: datetime) -> list[dict[str, Any]]:
+    """What of a member's balances expires before `horizon`, by currency and local day."""
+    if all(c.expiry.kind == "never" for c in program.currencies.values()):
+        return []  # nothing can expire: spare the query
+    soon: dict[tuple[str, date], int] = {}
+    for cur, remaining, at in conn.execute(_EXPIRING, {"member_pk": member_pk, "horizon": horizon}):
+        key = (cur, at.astimezone(program.timezone).date())
+        soon[key] = soon.get(key, 0) + remaining
+    return [
+        {
+            "currency": cur,
+            "amount": _number(amt, program.currencies[cur].decimals),
+            "on": day.isoformat(),
+            "text": f"{program.currencies[cur].display(amt)} expire on {day.isoformat()}",
+        }
+        for (cur, day), amt in sorted(soon.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+    ]

@@ -3,8 +3,12 @@
 SQLAlchemy's `executemany` processes every parameter of every row in Python; for the rows
 ingestion writes (thousands per batch) that costs more than the database itself. Here the
 values are converted once, per column type, into exactly what SQLAlchemy would have bound,
-and handed to the driver's `executemany`. Reads still go through SQLAlchemy, which therefore
-sees identical data either way.
+and handed to the driver's `executemany`. Reads elsewhere still go through SQLAlchemy, which
+therefore sees identical data either way.
+
+Statements here run on the driver's own cursor, inside the caller's transaction: for a single
+event, SQLAlchemy's per-statement machinery (events, result set-up) cost several times the
+statements themselves. Driver errors are re-raised as SQLAlchemy's, as if it had run them.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import JSON, Boolean, Connection, Date, Table
 
+from kinloop.store.db import driver_cursor
 from kinloop.store.tables import UTCDateTime
 
 Convert = Callable[[Any], Any]
@@ -107,14 +112,14 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
     columns = list(rows[0])
     if dialect == "postgresql":
         # COPY is PostgreSQL's bulk path: several times faster than multi-row INSERTs.
-        driver = conn.connection.driver_connection
-        assert driver is not None  # a Connection inside a transaction always holds one
-        with driver.cursor() as cur, cur.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+        sql = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+        with driver_cursor(conn, sql) as cur, cur.copy(sql) as copy:
             for values in _tuples(table, columns, rows, dialect):
                 copy.write_row(values)
         return
     sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({_placeholders(len(columns), dialect)})"
-    conn.exec_driver_sql(sql, _tuples(table, columns, rows, dialect))
+    with driver_cursor(conn, sql) as cur:
+        cur.executemany(sql, _tuples(table, columns, rows, dialect))
 
 
 def upsert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> None:
@@ -130,10 +135,12 @@ def upsert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], 
         # beats a round trip per row.
         arrays = ", ".join(f"%s::{table.c[c].type.compile(dialect=conn.dialect)}[]" for c in columns)
         sql = f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
-        conn.exec_driver_sql(sql + conflict, tuple([row[c] for row in rows] for c in columns))
+        with driver_cursor(conn, sql) as cur:
+            cur.execute(sql + conflict, tuple([row[c] for row in rows] for c in columns))
         return
     sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({_placeholders(len(columns), dialect)})"
-    conn.exec_driver_sql(sql + conflict, _tuples(table, columns, rows, dialect))
+    with driver_cursor(conn, sql) as cur:
+        cur.executemany(sql + conflict, _tuples(table, columns, rows, dialect))
 
 
 def select_in(
@@ -168,4 +175,6 @@ def select_in(
         if also is not None:
             sql += f" AND {also[0]} IN ({_placeholders(len(also[1]), 'sqlite')})"
             params += list(also[1])
-    return list(conn.exec_driver_sql(sql, tuple(params)).fetchall())
+    with driver_cursor(conn, sql) as cur:
+        cur.execute(sql, tuple(params))
+        return list(cur.fetchall())

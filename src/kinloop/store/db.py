@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select
+from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from kinloop.domain.errors import InvalidInput
 
@@ -69,6 +70,23 @@ def is_sqlite(conn: Connection) -> bool:
     return conn.dialect.name == "sqlite"
 
 
+@contextmanager
+def driver_cursor(conn: Connection, sql: str = "") -> Iterator[Any]:
+    """A cursor of the driver's connection, in the caller's (SQLAlchemy) transaction."""
+    if not conn.in_transaction():
+        conn.begin()  # what SQLAlchemy's autobegin would do before its own first statement
+    driver = conn.connection.driver_connection
+    assert driver is not None  # a Connection inside a transaction always holds one
+    error = conn.dialect.loaded_dbapi.Error
+    cur = driver.cursor()
+    try:
+        yield cur
+    except error as exc:
+        raise DBAPIError.instance(sql, None, exc, error, dialect=conn.dialect) from exc
+    finally:
+        cur.close()
+
+
 def reserve_ids(conn: Connection, table: Table, n: int, *, above: int = 0) -> list[int]:
     """Allocate `n` primary keys before inserting, so rows can reference each other in bulk.
 
@@ -78,15 +96,15 @@ def reserve_ids(conn: Connection, table: Table, n: int, *, above: int = 0) -> li
         return []
     if is_sqlite(conn):
         # Safe because the transaction holds SQLite's single write lock (BEGIN IMMEDIATE).
-        top = conn.execute(select(func.max(table.c.id))).scalar() or 0
+        with driver_cursor(conn) as cur:
+            top = cur.execute(f"SELECT max(id) FROM {table.name}").fetchone()[0] or 0
         start = max(top, above) + 1
         return list(range(start, start + n))
     # One row holding all the ids: fetching n rows costs more than drawing n values.
-    ids = conn.exec_driver_sql(
-        f"SELECT array_agg(nextval(pg_get_serial_sequence('{table.name}', 'id'))) FROM generate_series(1, %s)",
-        (n,),
-    ).scalar_one()
-    return list(ids)
+    sql = f"SELECT array_agg(nextval(pg_get_serial_sequence('{table.name}', 'id'))) FROM generate_series(1, %s)"
+    with driver_cursor(conn, sql) as cur:
+        cur.execute(sql, (n,))
+        return list(cur.fetchone()[0])
 
 
 def upsert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Iterable[str]) -> None:
