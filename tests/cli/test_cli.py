@@ -324,6 +324,20 @@ def test_ingest_jsonl_then_csv_and_show_the_members(ready: str, tmp_path: Path) 
         "next_tier": {"key": "jade", "name": "Jade", "missing": 1, "text": "1 ★ to Jade"},
         "expiring": [],
         "display": {"stars": "3 ★", "beans": "21 Beans"},
+        "badges": [],
+        "tasks": [
+            {
+                "key": "complete_profile",
+                "name": "Complete your profile",
+                "every": "once",
+                "period": "all",
+                "progress": 0,
+                "target": 3,
+                "done": False,
+                "text": "Complete your profile: 0/3",
+                "reward": {"currency": "beans", "amount": 5, "text": "5 Beans"},
+            }
+        ],
         "profile": {},
     }
     m2 = show(ready, "m2")

@@ -144,3 +144,13 @@ def test_completion_counts_per_task_and_period(engine: Engine, forum: LoadedProg
     result = CliRunner().invoke(app, ["tasks", "stats", "--db", db_url, "--task", "nope"])
     assert result.exit_code != 0
     assert "no task 'nope'" in result.output
+
+
+def test_member_show_lists_badges_and_tasks_in_words(engine: Engine, forum: LoadedProgram, db_url: str) -> None:
+    feed(engine, forum, [event(f"a{i}", "answer", f"2026-02-0{i + 1}T10:00:00+08:00") for i in range(2)])
+    result = CliRunner().invoke(app, ["member", "show", "m1", "--db", db_url])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "  badge Helpful (Bronze); 2/3 to Helpful (Silver)" in lines
+    assert "  badge Chatty: not yet" in lines
+    assert "  task Complete your profile: 0/2" in lines

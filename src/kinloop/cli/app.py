@@ -208,6 +208,12 @@ def member_show(
         out.print(f"  {view.next_tier['text']}")
     for item in view.expiring:
         out.print(f"  [yellow]{item['text']}[/]")
+    for badge in view.badges:
+        held = ", ".join(e["name"] for e in badge["earned"]) or f"{badge['name']}: not yet"
+        nxt = badge["next"] and badge["next"].get("text")
+        out.print(f"  badge {held}" + (f"; {nxt}" if nxt else ""), markup=False)
+    for task in view.tasks:
+        out.print(f"  task {task['text']}", markup=False)
 
 
 def _print_movement(result: ledger.Movement, lp: programs.LoadedProgram, verb: str, as_json: bool) -> None:
