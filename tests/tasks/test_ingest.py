@@ -152,5 +152,5 @@ def test_member_show_lists_badges_and_tasks_in_words(engine: Engine, forum: Load
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert "  badge Helpful (Bronze); 2/3 to Helpful (Silver)" in lines
-    assert "  badge Chatty: not yet" in lines
+    assert "  badge Chatty: not yet; 0/3 to Chatty" in lines
     assert "  task Complete your profile: 0/2" in lines
