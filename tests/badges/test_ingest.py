@@ -121,7 +121,7 @@ def test_badge_awarded_webhook(engine: Engine, forum: LoadedProgram) -> None:
                 program_id=forum.program_id,
                 url="https://example.com/h",
                 secret="s",
-                kinds=["badge.awarded"],
+                kinds=["badge.awarded", "award.created"],
                 active=True,
                 created_at=NOW,
             )
@@ -130,7 +130,13 @@ def test_badge_awarded_webhook(engine: Engine, forum: LoadedProgram) -> None:
     with engine.connect() as conn:
         rows = conn.execute(select(outbox.outbox.c.kind, outbox.outbox.c.payload).order_by(outbox.outbox.c.id)).all()
     payloads = [json.loads(p) if isinstance(p, str) else p for _, p in rows]
-    assert [k for k, _ in rows] == ["badge.awarded", "badge.awarded"]
+    assert [k for k, _ in rows] == ["award.created"] * 3 + ["badge.awarded"] * 2
+    # Silver's reward is reported with the event's awards, named after the badge.
+    assert [(a["kind"], a["rule_name"], a["text"]) for a in payloads[2]["awards"]] == [
+        ("rule", "Answer growth", "3 Growth"),
+        ("badge", "Helpful", "15 Growth"),
+    ]
+    payloads = payloads[3:]
     assert payloads[1] == {
         "member_id": "m1",
         "badge": "helpful",

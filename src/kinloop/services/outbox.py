@@ -272,7 +272,7 @@ def award_created(
         items.append(
             {
                 "rule": rule_key,
-                "rule_name": rule.name if rule else rule_key,
+                "rule_name": rule.name if rule else _reward_name(program, kind, rule_key),
                 "kind": kind,
                 "currency": currency_key,
                 "currency_name": currency.name,
@@ -293,6 +293,15 @@ def award_created(
             "text": ", ".join(i["text"] for i in items),
         },
     )
+
+
+def _reward_name(program: Program, kind: str, key: str) -> str:
+    """The name of what gave an award that no rule gave: a badge or a task."""
+    if kind == "badge":
+        return next((b.name for b in program.badges if b.key == key), key)
+    if kind == "task":
+        return next((t.name for t in program.tasks if t.key == key), key)
+    return key
 
 
 def tier_changed(
