@@ -187,16 +187,15 @@ def start(conn: Connection, program: Program, pks: Iterable[int], days: Iterable
     if program.tasks:
         periods = sorted({t.period(d) for t in program.tasks if t.event_type for d in days})
         for part in chunks(members_):
-            for pk, task, key, n, done in conn.execute(
-                select(
-                    task_progress.c.member_pk,
-                    task_progress.c.task,
-                    task_progress.c.period,
-                    task_progress.c.count,
-                    task_progress.c.completed_at.is_not(None),
-                ).where(task_progress.c.member_pk.in_(part), task_progress.c.period.in_(periods))
+            for pk, task, key, n, completed_at in select_in(
+                conn,
+                task_progress,
+                ("member_pk", "task", "period", "count", "completed_at"),  # completed_at: NULL or not
+                "member_pk",
+                part,
+                also=("period", periods),
             ):
-                batch.progress.setdefault(pk, {})[(task, key)] = T.Progress(n, bool(done))
+                batch.progress.setdefault(pk, {})[(task, key)] = T.Progress(n, completed_at is not None)
     return batch
 
 
@@ -364,15 +363,16 @@ def task_board(
     day = local_day(now, program.timezone)
     periods = {t.key: t.period(day) for t in program.tasks}
     found: dict[tuple[str, str], tuple[int, bool]] = {}
-    for task, key, n, done in conn.execute(
-        select(
-            task_progress.c.task,
-            task_progress.c.period,
-            task_progress.c.count,
-            task_progress.c.completed_at.is_not(None),
-        ).where(task_progress.c.member_pk == member_pk, task_progress.c.period.in_(sorted(set(periods.values()))))
+    # `completed_at` is only tested for NULL here, so its raw driver value will do.
+    for task, key, n, completed_at in select_in(
+        conn,
+        task_progress,
+        ("task", "period", "count", "completed_at"),
+        "member_pk",
+        [member_pk],
+        also=("period", sorted(set(periods.values()))),
     ):
-        found[(task, key)] = (n, bool(done))
+        found[(task, key)] = (n, completed_at is not None)
     out = []
     for task in program.tasks:
         n, done = found.get((task.key, periods[task.key]), (0, False))
