@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from kinloop.services import ingest, members, outbox, verify
+from kinloop.services import growth_badges, ingest, members, outbox, verify
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.tables import entries, member_badges, member_counters, task_progress, webhook_subscriptions
 from tests.badges.programs import event, load
@@ -149,7 +149,26 @@ def test_badge_awarded_webhook(engine: Engine, forum: LoadedProgram) -> None:
     }
 
 
-def test_a_program_without_badges_or_tasks_writes_nothing_new(engine: Engine) -> None:
+def test_a_program_without_badges_or_tasks_pays_nothing(engine: Engine) -> None:
+    bench = load_example(engine, "bench")
+    assert bench.program.badges == ()
+    assert bench.program.tasks == ()
+    with engine.connect() as conn:
+        # No batch state, and so no query, for a program without badges or tasks.
+        assert growth_badges.start(conn, bench.program, [1, 2], [NOW.date()]) is None
+    raws = [{"event_id": "k1", "member_id": "m1", "type": "check_in", "occurred_at": "2026-01-05T11:00:00Z"}]
+    [result] = feed(engine, bench, raws)
+    assert "badges" not in result
+    assert "tasks" not in result
+    with engine.connect() as conn:
+        for table in (member_badges, member_counters, task_progress):
+            assert conn.execute(select(func.count()).select_from(table)).scalar() == 0
+        view = members.show(conn, bench, "m1", now=NOW)
+    assert view.badges == []
+    assert view.tasks == []
+
+
+def test_coffee_keeps_its_numbers_with_its_onboarding_task(engine: Engine) -> None:
     coffee = load_example(engine, "coffee")
     raws = [
         {
