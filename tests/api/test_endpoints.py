@@ -154,6 +154,7 @@ def test_a_member_has_balances_tier_progress_and_soon_expiring_points(api: Api) 
                 "reward": {"currency": "beans", "amount": 5, "text": "5 Beans"},
             }
         ],
+        "privileges": [],  # Green holds none
         "profile": {},
     }
 

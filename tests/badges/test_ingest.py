@@ -12,8 +12,15 @@ from sqlalchemy import Engine, func, select
 
 from kinloop.services import growth_badges, ingest, members, outbox, verify
 from kinloop.services.programs import LoadedProgram
-from kinloop.store.tables import entries, member_badges, member_counters, task_progress, webhook_subscriptions
-from tests.badges.programs import event, load
+from kinloop.store.tables import (
+    entries,
+    leaderboard_scores,
+    member_badges,
+    member_counters,
+    task_progress,
+    webhook_subscriptions,
+)
+from tests.badges.programs import FORUM, event, load
 from tests.conftest import NOW, load_example
 
 
@@ -191,3 +198,16 @@ def test_coffee_keeps_its_numbers_with_its_onboarding_task(engine: Engine) -> No
         view = members.show(conn, coffee, "m1", now=NOW + timedelta(days=1))
     assert view.badges == []
     assert [t["text"] for t in view.tasks] == ["Complete your profile: 0/3"]
+
+
+def test_badge_rewards_count_on_leaderboards_as_the_ledger_says(engine: Engine) -> None:
+    # A board on the currency a badge level pays: its scores must match the ledger (verify).
+    forum = load(
+        engine, FORUM + "leaderboards:\n  - {key: growth, name: Growth, period: month, measure: {currency: growth}}\n"
+    )
+    feed(engine, forum, ANSWERS)
+    with engine.connect() as conn:
+        report = verify.verify(conn, forum)
+        score = conn.execute(select(leaderboard_scores.c.score)).scalar_one()
+    assert report.ok, report.mismatches
+    assert score == 3 * 3 + 15  # three answers and Helpful (Silver)

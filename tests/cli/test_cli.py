@@ -338,6 +338,7 @@ def test_ingest_jsonl_then_csv_and_show_the_members(ready: str, tmp_path: Path) 
                 "reward": {"currency": "beans", "amount": 5, "text": "5 Beans"},
             }
         ],
+        "privileges": [],  # Green holds none
         "profile": {},
     }
     m2 = show(ready, "m2")

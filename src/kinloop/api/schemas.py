@@ -163,6 +163,26 @@ class TaskOut(BaseModel):
     reward: RewardOut | None
 
 
+class QuotaOut(BaseModel):
+    uses: int
+    per: Literal["day", "week", "month", "year"] | None
+
+
+class PrivilegeHeld(BaseModel):
+    """A privilege the member holds through the current tier, with what is left this period."""
+
+    key: str
+    name: str
+    kind: Literal["preferential", "function", "care", "service"]
+    description: str
+    quota: QuotaOut | None = Field(description="null: unlimited")
+    window: Literal["always", "birthday_month"]
+    used: int = Field(description="uses in the quota's current period (or ever)")
+    remaining: int | None = Field(description="null: unlimited")
+    usable_now: bool
+    text: str = Field(examples=["1 of 2 left this month"])
+
+
 class MemberOut(BaseModel):
     member_id: str
     balances: dict[str, int | str]
@@ -173,6 +193,7 @@ class MemberOut(BaseModel):
     display: dict[str, str]
     badges: list[BadgeOut] = Field(default_factory=list, description="the program's badges: levels held, next")
     tasks: list[TaskOut] = Field(default_factory=list, description="the program's tasks, this period's progress")
+    privileges: list[PrivilegeHeld] = Field(default_factory=list)
     profile: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -27,7 +27,7 @@ Status = Literal[
     "zero",
     "missing_attribute",
 ]
-AwardKind = Literal["rule", "first_time_bonus"]
+AwardKind = Literal["rule", "first_time_bonus", "badge", "task"]
 
 
 @dataclass(slots=True)

@@ -22,7 +22,7 @@ from kinloop.domain.counters import CounterNeeds, Tallies, Tally, count, member_
 from kinloop.domain.events import Event
 from kinloop.domain.periods import local_day
 from kinloop.domain.program import Program, Reward
-from kinloop.domain.rules import Evaluation, MemberState, cel_context
+from kinloop.domain.rules import Award, AwardKind, Evaluation, MemberState, cel_context
 from kinloop.services.book import Book, chunks
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.bulk import insert_rows, select_in, upsert_rows
@@ -36,6 +36,7 @@ class EventGrowth:
     badges: list[list[str]] = field(default_factory=list)  # [badge, level]
     tasks: list[list[str]] = field(default_factory=list)  # [task, period]
     awards: list[list[Any]] = field(default_factory=list)  # as rule awards: rule, currency, amount, kind, pending
+    rewards: list[Award] = field(default_factory=list)  # the same, for what counts awards (leaderboards)
 
 
 @dataclass(slots=True)
@@ -112,7 +113,15 @@ class GrowthBatch:
             self._reward(book, pk, ev, ev_pk, task.key, task.reward, "task", out)
 
     def _reward(
-        self, book: Book, pk: int, ev: Event, ev_pk: int, key: str, reward: Reward | None, kind: str, out: EventGrowth
+        self,
+        book: Book,
+        pk: int,
+        ev: Event,
+        ev_pk: int,
+        key: str,
+        reward: Reward | None,
+        kind: AwardKind,
+        out: EventGrowth,
     ) -> None:
         if reward is None:
             return
@@ -128,6 +137,7 @@ class GrowthBatch:
             award_kind=kind,
         )
         out.awards.append([key, reward.currency, reward.amount, kind, False])
+        out.rewards.append(Award(key, reward.currency, reward.amount, kind))
 
     def save(self, conn: Connection) -> None:
         """Write what the batch changed: tallies, new badge levels, task progress."""

@@ -25,6 +25,7 @@ from kinloop.domain.program import PERIODS, Program
 from kinloop.domain.rules import Evaluation, apply, evaluate
 from kinloop.domain.tiers import tier_for
 from kinloop.services import growth_badges, outbox
+from kinloop.services import leaderboards as leaderboard_svc
 from kinloop.services import members as member_svc
 from kinloop.services.book import Book, chunks
 from kinloop.services.programs import LoadedProgram
@@ -209,6 +210,7 @@ def _book_events(
     ladder = program.ladder
     tz = program.timezone
     growth = growth_badges.start(conn, program, states, growth_badges.events_days(program, (e for _, e in parsed)))
+    scores = leaderboard_svc.Scores.of(program, loaded.program_id)
     for index, ev in parsed:
         prior = existing.get(ev.event_id) or seen.get(ev.event_id)
         if prior is not None:
@@ -242,6 +244,8 @@ def _book_events(
         grown = growth.on_event(book, pk, state, evaluation, ev_pk) if growth is not None else None
         if grown is not None:
             award_rows += grown.awards
+        if scores is not None:
+            scores.add(member, ev, evaluation.awards if grown is None else [*evaluation.awards, *grown.rewards])
         if ev.type in releases:
             _release_by_event(book, program, pk, ev, releases[ev.type])
         for key in evaluation.usage:
@@ -302,11 +306,13 @@ def _book_events(
     if event_rows:
         insert_rows(conn, events, event_rows)
     for pk, evaluation, ev_pk in bonus_moves:
-        _move_bonuses(conn, book, program, pk, evaluation, ev_pk, now)
+        _move_bonuses(conn, book, program, pk, evaluation, ev_pk, now, scores, rows[evaluation.event.member_id])
     book.flush()
     member_svc.save_states(conn, states, activity_keys, usage_keys, first_keys)
     if growth is not None:
         growth.save(conn)
+    if scores is not None:
+        scores.flush(conn)
     if tier_rows:
         conn.execute(tier_changes.insert(), tier_rows)
         from sqlalchemy import bindparam, update
@@ -349,15 +355,26 @@ def _release_by_event(book: Book, program: Program, pk: int, ev: Event, keys: li
 
 
 def _move_bonuses(
-    conn: Connection, book: Book, program: Program, pk: int, evaluation: Evaluation, ev_pk: int, now: datetime
+    conn: Connection,
+    book: Book,
+    program: Program,
+    pk: int,
+    evaluation: Evaluation,
+    ev_pk: int,
+    now: datetime,
+    scores: leaderboard_svc.Scores | None,
+    member: member_svc.MemberRow,
 ) -> None:
     """A late event that happened first takes the first-time bonus from the event that held it."""
     for move in evaluation.bonus_moves:
-        holder = conn.execute(
-            select(events.c.id).where(events.c.program_id == book.program_id, events.c.event_id == move.from_event_id)
-        ).scalar()
-        if holder is None:
+        found = conn.execute(
+            select(events.c.id, events.c.occurred_at).where(
+                events.c.program_id == book.program_id, events.c.event_id == move.from_event_id
+            )
+        ).first()
+        if found is None:
             continue
+        holder, held_at = found
         for entry_id, currency, amount in conn.execute(
             select(entries.c.id, entries.c.currency, entries.c.amount).where(
                 entries.c.event_pk == holder,
@@ -378,3 +395,5 @@ def _move_bonuses(
                 reverses=entry_id,
                 reason=f"first-time bonus moved to earlier event {evaluation.event.event_id}",
             )
+            if scores is not None:
+                scores.take(member, held_at, currency, amount)

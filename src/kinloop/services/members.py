@@ -181,6 +181,7 @@ class MemberView:
     profile: Mapping[str, Any]
     badges: list[dict[str, Any]] = field(default_factory=list)
     tasks: list[dict[str, Any]] = field(default_factory=list)
+    privileges: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -193,6 +194,7 @@ class MemberView:
             "display": self.display,
             "badges": self.badges,
             "tasks": self.tasks,
+            "privileges": self.privileges,
             "profile": dict(self.profile),
         }
 
@@ -231,7 +233,7 @@ def show(
                 "text": f"{currency.display(prog.missing)} to {prog.next.name}",
             }
     expiring = _expiring(conn, program, row.pk, now + timedelta(days=expiring_days))
-    from kinloop.services import growth_badges
+    from kinloop.services import growth_badges, privileges
 
     return MemberView(
         row.member_id,
@@ -244,6 +246,7 @@ def show(
         row.profile,
         badges=growth_badges.showcase(conn, program, row.pk, now=now),
         tasks=growth_badges.task_board(conn, program, row.pk, row.profile, now=now),
+        privileges=privileges.held(conn, program, row, now=now) if program.privileges else [],
     )
 
 
