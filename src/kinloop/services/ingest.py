@@ -23,10 +23,10 @@ from kinloop.domain.events import Event, parse_event
 from kinloop.domain.periods import period_key
 from kinloop.domain.program import PERIODS, Program
 from kinloop.domain.rules import Evaluation, apply, evaluate
-from kinloop.domain.tiers import tier_for
 from kinloop.services import growth_badges, outbox
 from kinloop.services import leaderboards as leaderboard_svc
 from kinloop.services import members as member_svc
+from kinloop.services import tiers as tier_svc
 from kinloop.services.book import Book, chunks
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.bulk import insert_rows, select_in
@@ -180,6 +180,8 @@ def _book_events(
         existing.update(_existing(conn, loaded.program_id, sorted({e.event_id for e in fresh})))
     book = Book(conn, loaded.program_id, loaded.version_id, now)
     states = member_svc.load_states(conn, program, rows.values(), book, _period_keys(program, [e for _, e in parsed]))
+    tier_svc.track(book, program)
+    realtime = tier_svc.Realtime.start(conn, loaded, book, rows.values(), [e for _, e in parsed], now)
     # The first submitted copy of an event id is the event; later copies are duplicates of it,
     # whatever time they claim.
     firsts: dict[str, int] = {}
@@ -207,7 +209,6 @@ def _book_events(
     event_ids = _Ids(conn, events_table)
     event_ids.reserve(sum(1 for _, e in parsed if e.event_id not in existing))
     book.entry_ids.reserve(2 * len(parsed))
-    ladder = program.ladder
     tz = program.timezone
     growth = growth_badges.start(conn, program, states, growth_badges.events_days(program, (e for _, e in parsed)))
     scores = leaderboard_svc.Scores.of(program, loaded.program_id)
@@ -239,13 +240,16 @@ def _book_events(
                 event_pk=ev_pk,
                 rule=award.rule,
                 award_kind=award.kind,
+                qualifies=award.qualifies,
             )
             award_rows.append([award.rule, award.currency, award.amount, award.kind, award.pending is not None])
         grown = growth.on_event(book, pk, state, evaluation, ev_pk) if growth is not None else None
+        awards = evaluation.awards
         if grown is not None:
             award_rows += grown.awards
+            awards = (*awards, *grown.rewards)  # badge and task rewards move tiers and scores too
         if scores is not None:
-            scores.add(member, ev, evaluation.awards if grown is None else [*evaluation.awards, *grown.rewards])
+            scores.add(member, ev, awards)
         if ev.type in releases:
             _release_by_event(book, program, pk, ev, releases[ev.type])
         for key in evaluation.usage:
@@ -256,9 +260,8 @@ def _book_events(
             bonus_moves.append((pk, evaluation, ev_pk))
         activity_keys.add((pk, ev.type))
         tier_change = None
-        if ladder is not None:
-            reached = tier_for(ladder, state.balances.get(ladder.currency, 0))
-            new_tier = reached.key if reached else None
+        if realtime is not None and realtime.concerns(ev, awards, state.tier, releases=ev.type in releases):
+            new_tier = realtime.after_event(pk, ev)
             if new_tier != state.tier:
                 tier_change = [state.tier, new_tier]
                 tier_rows.append(
@@ -311,6 +314,8 @@ def _book_events(
     member_svc.save_states(conn, states, activity_keys, usage_keys, first_keys)
     if growth is not None:
         growth.save(conn)
+    if realtime is not None:
+        realtime.save()
     if scores is not None:
         scores.flush(conn)
     if tier_rows:

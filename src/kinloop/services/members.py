@@ -16,7 +16,6 @@ from kinloop.domain.amounts import from_minor
 from kinloop.domain.errors import InvalidInput, UnknownMember
 from kinloop.domain.program import Program
 from kinloop.domain.rules import Activity, FirstAward, MemberState, Usage
-from kinloop.domain.tiers import progress
 from kinloop.services.book import Book, chunks, lock_members
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.bulk import select_in, upsert_rows
@@ -182,6 +181,7 @@ class MemberView:
     badges: list[dict[str, Any]] = field(default_factory=list)
     tasks: list[dict[str, Any]] = field(default_factory=list)
     privileges: list[dict[str, Any]] = field(default_factory=list)
+    tier_status: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -190,6 +190,7 @@ class MemberView:
             "pending": self.pending,
             "tier": self.tier,
             "next_tier": self.next_tier,
+            "tier_status": self.tier_status,
             "expiring": self.expiring,
             "display": self.display,
             "badges": self.badges,
@@ -216,22 +217,9 @@ def show(
         bal_json[key] = _number(avail, currency.decimals)
         pend_json[key] = _number(pend, currency.decimals)
         display[key] = currency.display(avail) + (f" (+{currency.display(pend)} pending)" if pend else "")
-    tier = None
-    next_tier = None
-    if program.ladder is not None:
-        ladder = program.ladder
-        currency = program.currencies[ladder.currency]
-        prog = progress(ladder, amounts.get(ladder.currency, (0, 0))[0])
-        current = next((t for t in ladder.tiers if t.key == row.tier), prog.tier)
-        if current is not None:
-            tier = {"key": current.key, "name": current.name}
-        if prog.next is not None:
-            next_tier = {
-                "key": prog.next.key,
-                "name": prog.next.name,
-                "missing": _number(prog.missing, currency.decimals),
-                "text": f"{currency.display(prog.missing)} to {prog.next.name}",
-            }
+    from kinloop.services import tiers as tier_svc
+
+    tier, next_tier, tier_status = tier_svc.view(conn, loaded, row, now)
     expiring = _expiring(conn, program, row.pk, now + timedelta(days=expiring_days))
     from kinloop.services import growth_badges, privileges
 
@@ -247,6 +235,7 @@ def show(
         badges=growth_badges.showcase(conn, program, row.pk, now=now),
         tasks=growth_badges.task_board(conn, program, row.pk, row.profile, now=now),
         privileges=privileges.held(conn, program, row, now=now) if program.privileges else [],
+        tier_status=tier_status,
     )
 
 
