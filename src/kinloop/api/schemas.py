@@ -225,6 +225,10 @@ class MemberOut(BaseModel):
     display: dict[str, str]
     badges: list[BadgeOut] = Field(default_factory=list, description="the program's badges: levels held, next")
     tasks: list[TaskOut] = Field(default_factory=list, description="the program's tasks, this period's progress")
+    checkin: dict[str, Any] | None = Field(
+        None, description="streak, checked in today, next reward and milestone, make-up cards left"
+    )
+    campaigns: dict[str, Any] | None = Field(None, description="campaigns running now for this member, and the next")
     privileges: list[PrivilegeHeld] = Field(default_factory=list)
     profile: dict[str, Any] = Field(default_factory=dict)
 

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, inspect
 from kinloop.cli import leaderboard as leaderboard_cli
 from kinloop.cli import privileges as privileges_cli
 from kinloop.cli import tasks as tasks_cli
+from kinloop.cli.campaigns import campaigns_app
 from kinloop.cli.errors import EXIT_INVALID, EXIT_REFUSED, err, handled
 from kinloop.cli.options import DbOption, JsonOption, ProgramOption
 from kinloop.cli.tiers import parse_moment, tiers_app
@@ -47,6 +48,7 @@ app.add_typer(bench_app, name="bench")
 keys_app = typer.Typer(help="API keys for the HTTP API.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(tasks_cli.app, name="tasks")
+app.add_typer(campaigns_app, name="campaigns")
 app.add_typer(tiers_app, name="tiers")
 app.add_typer(privileges_cli.app, name="privileges")
 app.command("leaderboard")(leaderboard_cli.leaderboard)
@@ -235,6 +237,10 @@ def member_show(
         out.print(f"  badge {earned}" + (f"; {nxt}" if nxt else ""), markup=False)
     for task in view.tasks:
         out.print(f"  task {task['text']}", markup=False)
+    if view.checkin:
+        out.print(f"  Check-in: {view.checkin['text']}; next {view.checkin['next_reward']['text']}")
+    for running in (view.campaigns or {}).get("active", []):
+        out.print(f"  [green]{running['text']}[/]")
     for held in view.privileges:
         out.print(f"  {held['name']}: {held['text']}", markup=False)
 

@@ -182,6 +182,8 @@ class MemberView:
     tasks: list[dict[str, Any]] = field(default_factory=list)
     privileges: list[dict[str, Any]] = field(default_factory=list)
     tier_status: dict[str, Any] | None = None
+    checkin: dict[str, Any] | None = None
+    campaigns: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -196,6 +198,8 @@ class MemberView:
             "badges": self.badges,
             "tasks": self.tasks,
             "privileges": self.privileges,
+            "checkin": self.checkin,
+            "campaigns": self.campaigns,
             "profile": dict(self.profile),
         }
 
@@ -221,8 +225,11 @@ def show(
 
     tier, next_tier, tier_status = tier_svc.view(conn, loaded, row, now)
     expiring = _expiring(conn, program, row.pk, now + timedelta(days=expiring_days))
+    from kinloop.services import campaigns as campaign_svc
+    from kinloop.services import checkin as checkin_svc
     from kinloop.services import growth_badges, privileges
 
+    available = {key: avail for key, (avail, _) in amounts.items()}
     return MemberView(
         row.member_id,
         tier,
@@ -236,6 +243,10 @@ def show(
         tasks=growth_badges.task_board(conn, program, row.pk, row.profile, now=now),
         privileges=privileges.held(conn, program, row, now=now) if program.privileges else [],
         tier_status=tier_status,
+        checkin=checkin_svc.view(conn, program, row, now) if program.checkin else None,
+        campaigns=campaign_svc.view(conn, loaded.program_id, program, row, now, available)
+        if program.campaigns
+        else None,
     )
 
 
