@@ -632,13 +632,26 @@ def bench_ingest(
     ] = None,
     single: Annotated[bool, typer.Option("--single", help="One event per transaction.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=10000)] = 1000,
+    growth: Annotated[
+        bool,
+        typer.Option(
+            "--growth",
+            help="Also run the same events through examples/bench_growth.yaml (every growth feature on) "
+            "and report growth_ratio: its rate over the plain program's.",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Ingest N generated events and compare with plain inserts of the same rows."""
     from kinloop.bench import run_ingest_bench
 
     result = run_ingest_bench(
-        db, events=events, single=single, batch_size=batch_size, progress_console=None if as_json else err
+        db,
+        events=events,
+        single=single,
+        batch_size=batch_size,
+        growth=growth,
+        progress_console=None if as_json else err,
     )
     if as_json:
         _json(result)
