@@ -16,7 +16,15 @@ from kinloop.services.keys import Principal
 router = APIRouter(prefix="/v1/webhooks")
 Admin = Annotated[Principal, Depends(require("admin"))]
 WebhookId = Annotated[int, Path(ge=1, le=2**63 - 1)]
-Kind = Literal["award.created", "tier.changed", "points.expiring", "tier.will_change", "tier.expiring", "goal.reached"]
+Kind = Literal[
+    "award.created",
+    "tier.changed",
+    "points.expiring",
+    "tier.will_change",
+    "tier.expiring",
+    "badge.awarded",
+    "goal.reached",
+]
 NO_NUL = r"^[^\x00]*$"  # PostgreSQL cannot store NUL characters in text
 
 SIGNING = """Every message is a JSON `POST` of `{"id", "kind", "created_at", "program", "data"}` with

@@ -372,6 +372,184 @@ webhook_attempts = Table(
     Column("duration_ms", Integer),
 )
 
+# --- badges and tasks -----------------------------------------------------------------------
+# Counters badge criteria read beyond `activity` (counts per day/week/month, totals of an
+# attribute), the badge levels members hold, and task progress per period. Only what the
+# program's badges and tasks use is written, in bulk with the rest of a batch.
+
+member_counters = Table(
+    "member_counters",
+    metadata,
+    Column("member_pk", Id, ForeignKey("members.id"), primary_key=True),
+    # Period before type: a batch reads its members' current periods, not their history.
+    Column("period", String(16), primary_key=True),
+    Column("event_type", String(64), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+    # {"attribute": "decimal text"}: exact sums, as JSON text so the bulk helpers pass it as is.
+    Column("totals", Text),
+)
+
+member_badges = Table(
+    "member_badges",
+    metadata,
+    Column("member_pk", Id, ForeignKey("members.id"), primary_key=True),
+    Column("badge", String(64), primary_key=True),
+    # "" for a one-time badge. The key makes a level impossible to hold twice.
+    Column("level", String(64), primary_key=True),
+    Column("awarded_at", UTCDateTime, nullable=False),
+    Column("event_pk", Id, ForeignKey("events.id")),
+)
+
+task_progress = Table(
+    "task_progress",
+    metadata,
+    Column("member_pk", Id, ForeignKey("members.id"), primary_key=True),
+    Column("period", String(16), primary_key=True),
+    Column("task", String(64), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+    Column("completed_at", UTCDateTime),
+    Index("ix_task_progress_completed", "task", "period", "completed_at"),
+)
+
+# --- privileges and leaderboards -------------------------------------------------------------
+# A privilege is held through the member's current tier, so only its uses are stored: the
+# quota left is counted from them, under the member's row lock.
+
+privilege_uses = Table(
+    "privilege_uses",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("program_id", Id, ForeignKey("programs.id"), nullable=False),
+    Column("member_pk", Id, ForeignKey("members.id"), nullable=False),
+    Column("privilege", String(64), nullable=False),
+    # The tier that held the privilege when it was used: utilisation is reported per tier.
+    Column("tier", String(64)),
+    Column("used_at", UTCDateTime, nullable=False),
+    Column("idempotency_key", String(200), nullable=False),
+    # The reply to the use, returned again when the same key is replayed.
+    Column("result", JSON, nullable=False),
+    UniqueConstraint("program_id", "idempotency_key"),
+    Index("ix_privilege_uses_member", "member_pk", "privilege", "used_at"),
+    Index("ix_privilege_uses_program", "program_id", "privilege", "used_at"),
+)
+
+# Member ids compare byte by byte in PostgreSQL too (as in SQLite), so ties order the same.
+MemberIdC = String(200).with_variant(String(200, collation="C"), "postgresql")
+
+leaderboard_scores = Table(
+    "leaderboard_scores",
+    metadata,
+    Column("program_id", Id, ForeignKey("programs.id"), primary_key=True),
+    Column("board", String(64), primary_key=True),
+    Column("period", String(16), primary_key=True),
+    Column("member_pk", Id, ForeignKey("members.id"), primary_key=True),
+    # The member's group (the profile attribute's value when it last scored; '' for none).
+    Column("grp", String(200), nullable=False),
+    Column("member_id", MemberIdC, nullable=False),
+    Column("score", BigInteger, nullable=False),
+    # When the score was reached: the latest occurred_at of the events that raised it.
+    Column("reached_at", UTCDateTime, nullable=False),
+    # Top N is a scan of this index in ranking order: score desc, reached_at, member_id.
+    Index(
+        "ix_leaderboard_scores_rank",
+        "program_id",
+        "board",
+        "period",
+        "grp",
+        text("score DESC"),
+        "reached_at",
+        "member_id",
+    ),
+)
+
+# --- tiers ----------------------------------------------------------------------------------
+# Qualification sums per member, currency and local day (a date ordinal): the realtime upgrade
+# in ingest and the periodic review both read a window of them with one set-based query.
+# Written for every batch that earns growth: no foreign key (a trigger per row), like `entries`.
+
+tier_qualification = Table(
+    "tier_qualification",
+    metadata,
+    Column("member_pk", Id, primary_key=True),
+    Column("currency", String(64), primary_key=True),
+    Column("day", Integer, primary_key=True),
+    Column("amount", BigInteger, nullable=False),
+)
+
+# What decides a member's tier besides `members.tier` (the effective tier): the earned tier and
+# when it was reached, the grace period, the paid term, the manual floor or lock, and the tier
+# kept by grandfathering. A member without a row has earned `members.tier` and nothing else.
+tier_status = Table(
+    "tier_status",
+    metadata,
+    Column("member_pk", Id, ForeignKey("members.id"), primary_key=True),
+    Column("earned", String(64)),
+    Column("reached_on", Integer),  # date ordinal
+    Column("grace_until", Integer),  # date ordinal
+    Column("paid", String(64)),
+    Column("paid_until", UTCDateTime),
+    Column("manual", String(64)),
+    Column("manual_until", UTCDateTime),
+    Column("locked", Boolean, nullable=False, default=False),
+    Column("kept", String(64)),
+    Column("kept_until", UTCDateTime),
+)
+
+tier_purchases = Table(
+    "tier_purchases",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("program_id", Id, ForeignKey("programs.id"), nullable=False),
+    Column("member_pk", Id, ForeignKey("members.id"), nullable=False, index=True),
+    Column("tier", String(64), nullable=False),
+    Column("starts_at", UTCDateTime, nullable=False),
+    Column("ends_at", UTCDateTime, nullable=False),
+    # `event:<event_id>` for purchases by event, the caller's key for the API.
+    Column("idempotency_key", String(200), nullable=False),
+    Column("actor", String(200)),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("program_id", "idempotency_key"),
+)
+
+# The last day `kinloop tiers evaluate` ran for a program: reviews fall between two runs.
+tier_runs = Table(
+    "tier_runs",
+    metadata,
+    Column("program_id", Id, ForeignKey("programs.id"), primary_key=True),
+    Column("evaluated_on", Integer, nullable=False),  # date ordinal, program time zone
+    Column("evaluated_at", UTCDateTime, nullable=False),
+)
+
+# --- check-in and campaigns -------------------------------------------------------------------
+# A member's check-in record (the engine's `CheckinState`), read and written only for batches
+# with check-ins in programs that have them.
+checkin_states = Table(
+    "checkin_states",
+    metadata,
+    Column("member_pk", Id, ForeignKey("members.id"), primary_key=True),
+    Column("streak", Integer, nullable=False),
+    Column("last_day", Integer),  # date.toordinal(), as in `activity`
+    Column("days", Integer, nullable=False),
+    Column("best", Integer, nullable=False),
+    Column("cards_month", String(7), nullable=False),
+    Column("cards_used", Integer, nullable=False),
+    Column("milestones", String(400), nullable=False),  # `once` milestones given: "100,365"
+)
+
+# What each budgeted rule or campaign has given, for all members together. Ingestion locks the
+# rows it needs (after the members, in key order) and takes from `total - spent`, so a budget is
+# never overspent however many writers there are; the CHECK is the backstop.
+campaign_budgets = Table(
+    "campaign_budgets",
+    metadata,
+    Column("program_id", Id, ForeignKey("programs.id"), primary_key=True),
+    Column("key", String(80), primary_key=True),  # rule:<key> or campaign:<key>
+    Column("total", BigInteger, nullable=False),
+    Column("spent", BigInteger, nullable=False),
+    CheckConstraint("spent >= 0 AND spent <= total", name="within_total"),
+)
+
+
 # --- draws, red envelopes, shared goals ----------------------------------------------------
 # Draws: the seed stays secret until `closes_at`; its sha256 is published from the start.
 # Stock lives in `draw_prizes`, changed only under the draw's row lock (and never below 0).
@@ -533,142 +711,4 @@ goal_milestones = Table(
     Column("raised", BigInteger, nullable=False),
     Column("donors", JSON, nullable=False),
     Column("reached_at", UTCDateTime, nullable=False),
-)
-
-# --- privileges and leaderboards -------------------------------------------------------------
-# A privilege is held through the member's current tier, so only its uses are stored: the
-# quota left is counted from them, under the member's row lock.
-
-privilege_uses = Table(
-    "privilege_uses",
-    metadata,
-    Column("id", Id, primary_key=True),
-    Column("program_id", Id, ForeignKey("programs.id"), nullable=False),
-    Column("member_pk", Id, ForeignKey("members.id"), nullable=False),
-    Column("privilege", String(64), nullable=False),
-    # The tier that held the privilege when it was used: utilisation is reported per tier.
-    Column("tier", String(64)),
-    Column("used_at", UTCDateTime, nullable=False),
-    Column("idempotency_key", String(200), nullable=False),
-    # The reply to the use, returned again when the same key is replayed.
-    Column("result", JSON, nullable=False),
-    UniqueConstraint("program_id", "idempotency_key"),
-    Index("ix_privilege_uses_member", "member_pk", "privilege", "used_at"),
-    Index("ix_privilege_uses_program", "program_id", "privilege", "used_at"),
-)
-
-# Member ids compare byte by byte in PostgreSQL too (as in SQLite), so ties order the same.
-MemberIdC = String(200).with_variant(String(200, collation="C"), "postgresql")
-
-leaderboard_scores = Table(
-    "leaderboard_scores",
-    metadata,
-    Column("program_id", Id, ForeignKey("programs.id"), primary_key=True),
-    Column("board", String(64), primary_key=True),
-    Column("period", String(16), primary_key=True),
-    Column("member_pk", Id, ForeignKey("members.id"), primary_key=True),
-    # The member's group (the profile attribute's value when it last scored; '' for none).
-    Column("grp", String(200), nullable=False),
-    Column("member_id", MemberIdC, nullable=False),
-    Column("score", BigInteger, nullable=False),
-    # When the score was reached: the latest occurred_at of the events that raised it.
-    Column("reached_at", UTCDateTime, nullable=False),
-    # Top N is a scan of this index in ranking order: score desc, reached_at, member_id.
-    Index(
-        "ix_leaderboard_scores_rank",
-        "program_id",
-        "board",
-        "period",
-        "grp",
-        text("score DESC"),
-        "reached_at",
-        "member_id",
-    ),
-)
-
-# --- tiers ----------------------------------------------------------------------------------
-# Qualification sums per member, currency and local day (a date ordinal): the realtime upgrade
-# in ingest and the periodic review both read a window of them with one set-based query.
-# Written for every batch that earns growth: no foreign key (a trigger per row), like `entries`.
-
-tier_qualification = Table(
-    "tier_qualification",
-    metadata,
-    Column("member_pk", Id, primary_key=True),
-    Column("currency", String(64), primary_key=True),
-    Column("day", Integer, primary_key=True),
-    Column("amount", BigInteger, nullable=False),
-)
-
-# What decides a member's tier besides `members.tier` (the effective tier): the earned tier and
-# when it was reached, the grace period, the paid term, the manual floor or lock, and the tier
-# kept by grandfathering. A member without a row has earned `members.tier` and nothing else.
-tier_status = Table(
-    "tier_status",
-    metadata,
-    Column("member_pk", Id, ForeignKey("members.id"), primary_key=True),
-    Column("earned", String(64)),
-    Column("reached_on", Integer),  # date ordinal
-    Column("grace_until", Integer),  # date ordinal
-    Column("paid", String(64)),
-    Column("paid_until", UTCDateTime),
-    Column("manual", String(64)),
-    Column("manual_until", UTCDateTime),
-    Column("locked", Boolean, nullable=False, default=False),
-    Column("kept", String(64)),
-    Column("kept_until", UTCDateTime),
-)
-
-tier_purchases = Table(
-    "tier_purchases",
-    metadata,
-    Column("id", Id, primary_key=True),
-    Column("program_id", Id, ForeignKey("programs.id"), nullable=False),
-    Column("member_pk", Id, ForeignKey("members.id"), nullable=False, index=True),
-    Column("tier", String(64), nullable=False),
-    Column("starts_at", UTCDateTime, nullable=False),
-    Column("ends_at", UTCDateTime, nullable=False),
-    # `event:<event_id>` for purchases by event, the caller's key for the API.
-    Column("idempotency_key", String(200), nullable=False),
-    Column("actor", String(200)),
-    Column("created_at", UTCDateTime, nullable=False),
-    UniqueConstraint("program_id", "idempotency_key"),
-)
-
-# The last day `kinloop tiers evaluate` ran for a program: reviews fall between two runs.
-tier_runs = Table(
-    "tier_runs",
-    metadata,
-    Column("program_id", Id, ForeignKey("programs.id"), primary_key=True),
-    Column("evaluated_on", Integer, nullable=False),  # date ordinal, program time zone
-    Column("evaluated_at", UTCDateTime, nullable=False),
-)
-
-# --- check-in and campaigns -------------------------------------------------------------------
-# A member's check-in record (the engine's `CheckinState`), read and written only for batches
-# with check-ins in programs that have them.
-checkin_states = Table(
-    "checkin_states",
-    metadata,
-    Column("member_pk", Id, ForeignKey("members.id"), primary_key=True),
-    Column("streak", Integer, nullable=False),
-    Column("last_day", Integer),  # date.toordinal(), as in `activity`
-    Column("days", Integer, nullable=False),
-    Column("best", Integer, nullable=False),
-    Column("cards_month", String(7), nullable=False),
-    Column("cards_used", Integer, nullable=False),
-    Column("milestones", String(400), nullable=False),  # `once` milestones given: "100,365"
-)
-
-# What each budgeted rule or campaign has given, for all members together. Ingestion locks the
-# rows it needs (after the members, in key order) and takes from `total - spent`, so a budget is
-# never overspent however many writers there are; the CHECK is the backstop.
-campaign_budgets = Table(
-    "campaign_budgets",
-    metadata,
-    Column("program_id", Id, ForeignKey("programs.id"), primary_key=True),
-    Column("key", String(80), primary_key=True),  # rule:<key> or campaign:<key>
-    Column("total", BigInteger, nullable=False),
-    Column("spent", BigInteger, nullable=False),
-    CheckConstraint("spent >= 0 AND spent <= total", name="within_total"),
 )
