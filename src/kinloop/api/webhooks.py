@@ -16,7 +16,17 @@ from kinloop.services.keys import Principal
 router = APIRouter(prefix="/v1/webhooks")
 Admin = Annotated[Principal, Depends(require("admin"))]
 WebhookId = Annotated[int, Path(ge=1, le=2**63 - 1)]
-Kind = Literal["award.created", "tier.changed", "points.expiring"]
+Kind = Literal[
+    "award.created",
+    "tier.changed",
+    "points.expiring",
+    "order.placed",
+    "order.confirmed",
+    "order.fulfilled",
+    "order.completed",
+    "order.cancelled",
+    "order.refunded",
+]
 NO_NUL = r"^[^\x00]*$"  # PostgreSQL cannot store NUL characters in text
 
 SIGNING = """Every message is a JSON `POST` of `{"id", "kind", "created_at", "program", "data"}` with

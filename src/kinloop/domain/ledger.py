@@ -19,6 +19,7 @@ REDEMPTION = "redemption"
 EXPIRY = "expiry"
 ADJUSTMENT = "adjustment"
 WRITE_OFF = "write_off"
+HELD = "held"  # points reserved by holds: the member's, but not spendable until released
 MEMBER_ACCOUNTS = (AVAILABLE, PENDING)
 
 EntryKind = Literal[
@@ -29,6 +30,10 @@ EntryKind = Literal[
     "reversal",  # an award taken back: available/pending -> issuance
     "adjustment",  # manual: adjustment <-> available
     "write_off",  # the part of a reversal that could not be taken back: write_off -> issuance
+    "hold",  # points reserved for a checkout: available -> held (lots consumed like a spend)
+    "capture",  # a hold's points spent: held -> redemption
+    "restore",  # a cancelled order's or released hold's points back into the lots they came from
+    "lapse",  # the part of a restore whose lot expired meanwhile: redemption/held -> expiry
 ]
 LotStatus = Literal["available", "pending"]
 

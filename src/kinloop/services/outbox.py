@@ -32,7 +32,15 @@ from kinloop.store.tables import events, members, outbox, webhook_deliveries, we
 AWARD_CREATED = "award.created"
 TIER_CHANGED = "tier.changed"
 POINTS_EXPIRING = "points.expiring"
-KINDS = (AWARD_CREATED, TIER_CHANGED, POINTS_EXPIRING)
+ORDER_KINDS = (
+    "order.placed",
+    "order.confirmed",
+    "order.fulfilled",
+    "order.completed",
+    "order.cancelled",
+    "order.refunded",
+)
+KINDS = (AWARD_CREATED, TIER_CHANGED, POINTS_EXPIRING, *ORDER_KINDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,3 +329,9 @@ def points_expiring(program: Program, *, member_id: str, currency_key: str, amou
             "text": f"{currency.display(amount)} expire on {on.isoformat()}",
         },
     )
+
+
+def order_changed(kind: str, order_id: int, data: dict[str, Any]) -> Message:
+    """An order reached a state (`order.placed`, ..., `order.refunded`); `data` is the order as
+    the API shows it, in the program's words."""
+    return Message(kind, f"order:{order_id}", data)
