@@ -108,6 +108,23 @@ class Expiring(BaseModel):
     text: str
 
 
+class HeldOut(BaseModel):
+    hold_id: int
+    currency: str
+    amount: int | str
+    reference: str | None
+    expires_at: str
+    timed_out: bool
+
+
+class HoldsOut(BaseModel):
+    """Points reserved by holds (pending checkouts): per currency, in words, and each hold."""
+
+    held: dict[str, int | str]
+    text: dict[str, str]
+    active: list[HeldOut]
+
+
 class MemberOut(BaseModel):
     member_id: str
     balances: dict[str, int | str]
@@ -117,6 +134,7 @@ class MemberOut(BaseModel):
     expiring: list[Expiring]
     display: dict[str, str]
     profile: dict[str, Any] = Field(default_factory=dict)
+    holds: HoldsOut
 
 
 class ProfileIn(Model):

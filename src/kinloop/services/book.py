@@ -345,6 +345,7 @@ class Book:
 
     def capture(self, member_pk: int, currency: Currency, amount: int, *, effective_at: datetime, **extra: Any) -> int:
         """Spend held points: held -> redemption (their lots were consumed when held)."""
+        self.balance(member_pk, currency.key)  # unchanged, but written back with the others
         return self._entry(member_pk, currency.key, amount, L.HELD, L.REDEMPTION, "capture", effective_at, **extra)
 
     def _lot_by_id(self, member_pk: int, currency: str, lot_id: int) -> Lot:

@@ -274,7 +274,7 @@ def redemptions(
             rewards.c.category,
             orders.c.tier,
             orders.c.currency,
-            orders.c.status.in_(("cancelled", "refunded")).label("returned"),
+            orders.c.status,
             func.count(),
             func.sum(orders.c.quantity),
             func.sum(orders.c.points),
@@ -287,7 +287,7 @@ def redemptions(
             rewards.c.category,
             orders.c.tier,
             orders.c.currency,
-            orders.c.status.in_(("cancelled", "refunded")),
+            orders.c.status,
         )
     )
     if since is not None:
@@ -296,7 +296,8 @@ def redemptions(
         query = query.where(orders.c.placed_at < until)
     names = {t.key: t.name for t in program.ladder.tiers} if program.ladder else {}
     groups: dict[str, dict[tuple[str, str | None], dict[str, Any]]] = {"reward": {}, "category": {}, "tier": {}}
-    for key, name, category, tier, cur, returned, n, units, points in conn.execute(query):
+    for key, name, category, tier, cur, status, n, units, points in conn.execute(query):
+        returned = status in ("cancelled", "refunded")
         for by, (gk, label) in (
             ("reward", (key, name)),
             ("category", (category or "(none)", category or "(none)")),
@@ -334,4 +335,3 @@ def redemptions(
 
 def member_tier(conn: Connection, member_pk: int) -> str | None:
     return conn.execute(select(members.c.tier).where(members.c.id == member_pk)).scalar()
-

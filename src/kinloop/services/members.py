@@ -169,6 +169,7 @@ class MemberView:
     next_tier: dict[str, Any] | None
     expiring: list[dict[str, Any]]
     profile: Mapping[str, Any]
+    holds: dict[str, Any]
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -180,6 +181,7 @@ class MemberView:
             "expiring": self.expiring,
             "display": self.display,
             "profile": dict(self.profile),
+            "holds": self.holds,
         }
 
 
@@ -217,7 +219,10 @@ def show(
                 "text": f"{currency.display(prog.missing)} to {prog.next.name}",
             }
     expiring = _expiring(conn, program, row.pk, now + timedelta(days=expiring_days))
-    return MemberView(row.member_id, tier, bal_json, pend_json, display, next_tier, expiring, row.profile)
+    from kinloop.services.holds import held_of  # holds build on this module: imported here
+
+    held = held_of(conn, program, row.pk, now)
+    return MemberView(row.member_id, tier, bal_json, pend_json, display, next_tier, expiring, row.profile, held)
 
 
 def _number(minor: int, decimals: int) -> int | str:
@@ -315,6 +320,16 @@ _EXPIRING = select(lots.c.currency, lots.c.remaining, lots.c.expires_at).where(
     lots.c.expires_at <= bindparam("horizon"),
     lots.c.status == "available",
 )
+
+
+def expiring(
+    conn: Connection, loaded: LoadedProgram, member_id: str, *, now: datetime, days: int
+) -> list[dict[str, Any]]:
+    """What of a member's points expires within `days` of `now`, by currency and local day."""
+    if not 1 <= days <= 3660:
+        raise InvalidInput("days is from 1 to 3660", field="days")
+    row = get(conn, loaded.program_id, member_id)
+    return _expiring(conn, loaded.program, row.pk, now + timedelta(days=days))
 
 
 def _expiring(conn: Connection, program: Program, member_pk: int, horizon: datetime) -> list[dict[str, Any]]:
