@@ -15,7 +15,7 @@ from tests.conftest import NOW
 
 
 def earn(engine: Engine, coffee: LoadedProgram, member_id: str, beans: int, *, at: datetime = NOW, n: int = 0) -> None:
-    """Give a member `beans` Beans (a purchase of 10 × beans), earned at `at`."""
+    """Give a member `beans` Beans (a purchase of 10 times that), earned at `at`."""
     event = {
         "event_id": f"earn-{member_id}-{beans}-{at.isoformat()}-{n}",
         "member_id": member_id,

@@ -44,7 +44,8 @@ def test_every_state_is_reachable_and_final_states_are_final() -> None:
     targets = {t for _, t in TRANSITIONS.values()}
     sources = set().union(*(s for s, _ in TRANSITIONS.values()))
     assert targets | {"placed"} == {"placed", "confirmed", "fulfilled", "completed", "cancelled", "refunded"}
-    assert "cancelled" not in sources and "refunded" not in sources
+    assert "cancelled" not in sources
+    assert "refunded" not in sources
 
 
 def test_a_physical_reward_ships_with_a_reference() -> None:
