@@ -24,7 +24,7 @@ from sqlalchemy import Engine, inspect
 from kinloop.clock import utcnow
 from kinloop.domain.errors import InsufficientBalance, InvalidInput
 from kinloop.program.loader import parse_program
-from kinloop.services import ingest, ledger, members, programs
+from kinloop.services import ingest, ledger, mall, members, programs
 from kinloop.services.summary import summarise
 from kinloop.store import migrate
 from kinloop.store.db import connect, database_url
@@ -146,6 +146,7 @@ def run_demo(
     start = today - timedelta(days=days)
     with engine.begin() as conn:
         loaded = programs.load(conn, parse_program(source), source, now=clock()).loaded
+        _load_mall(conn, loaded, clock())
     rng = random.Random(seed)
     people = _population(rng, members_n, start, days)
     redeemed = refunded = 0
@@ -174,6 +175,15 @@ def run_demo(
         samples = [members.show(conn, loaded, m.member_id, now=clock()) for m in _samples(people)]
     _print(console, loaded, summary, samples, url, redeemed, refunded, days, members_n)
     return summary.as_json(loaded)
+
+
+def _load_mall(conn: Any, loaded: programs.LoadedProgram, now: datetime) -> None:
+    """The coffee mall (rewards, one sold out, one on sale, and a pool of cinema codes)."""
+    folder = EXAMPLES / "mall"
+    seed = (folder / "coffee-rewards.yaml").read_text(encoding="utf-8")
+    mall.load_seed(conn, loaded, seed, now=now, source="examples/mall/coffee-rewards.yaml")
+    codes = (folder / "cinema-codes.txt").read_text(encoding="utf-8").splitlines()
+    mall.upload_codes(conn, loaded.program_id, "cinema", codes, now=now)
 
 
 def _redeem(

@@ -656,5 +656,11 @@ def bench_api(
     out.print(table)
 
 
+# The mall's commands live in a module of their own, which builds on the helpers above.
+from kinloop.cli import mall as _mall  # noqa: E402
+
+_mall.register(app)
+
+
 def main() -> None:
     app()

@@ -209,14 +209,14 @@ def parse_reward(key: str, fields: Mapping[str, Any], program: Program) -> tuple
             return parsed.replace(tzinfo=UTC)
         return parsed
 
-    promos = tuple(
-        Promo(
-            stamp(p.get("starts_at"), f"promos[{i}].starts_at"),
-            stamp(p.get("ends_at"), f"promos[{i}].ends_at"),
-            minor(p.get("price"), f"promos[{i}].price"),
-        )
-        for i, p in enumerate(fields.get("promos") or ())
-    )
+    promos = []
+    for i, p in enumerate(fields.get("promos") or ()):
+        if not isinstance(p, Mapping):
+            issues.append(Issue(f"promos[{i}]", "expected starts_at, ends_at and price"))
+            continue
+        starts = stamp(p.get("starts_at"), f"promos[{i}].starts_at")
+        ends = stamp(p.get("ends_at"), f"promos[{i}].ends_at")
+        promos.append(Promo(starts, ends, minor(p.get("price"), f"promos[{i}].price")))
     limit = _limit(fields.get("limit"), issues)
     stock = fields.get("stock")
     if stock is not None and (isinstance(stock, bool) or not isinstance(stock, int)):
@@ -241,7 +241,7 @@ def parse_reward(key: str, fields: Mapping[str, Any], program: Program) -> tuple
         stock=stock,
         limit=limit,
         tiers=tuple(fields.get("tiers") or ()),
-        promos=promos,
+        promos=tuple(promos),
         category=fields.get("category"),
         image_url=fields.get("image_url"),
         description=fields.get("description"),

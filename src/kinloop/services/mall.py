@@ -9,6 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import yaml
 from sqlalchemy import Connection, Row, func, select, update
 
 from kinloop.domain.errors import InvalidInput, InvalidReward, UnknownReward
@@ -132,6 +133,38 @@ def put(
         sold = conn.execute(select(rewards.c.sold).where(rewards.c.id == existing.id)).scalar_one()
         raise InvalidReward(f"stock {reward.stock} is below the {sold} already sold", field="stock")
     return find(conn, pid, key), False
+
+
+def load_seed(conn: Connection, loaded: LoadedProgram, text: str, *, now: datetime, source: str) -> dict[str, str]:
+    """Create or replace the rewards of a YAML file (`rewards:` mapping keys to fields), all or
+    nothing; returns what happened to each key (`created` or `updated`)."""
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise InvalidInput(f"{source}: not YAML: {exc}", field="file") from None
+    given = data.get("rewards") if isinstance(data, dict) else None
+    if not isinstance(given, dict) or not given:
+        raise InvalidInput(f"{source}: expected a `rewards:` mapping of keys to reward fields", field="rewards")
+    done: dict[str, str] = {}
+    for key, fields in given.items():
+        if not isinstance(fields, dict):
+            raise InvalidReward(f"{source}: rewards.{key}: expected a mapping of fields", field=f"rewards.{key}")
+        try:
+            _, created = put(conn, loaded, str(key), _as_text(fields), now=now)
+        except InvalidInput as exc:
+            raise InvalidReward(f"{source}: rewards.{key}: {exc.detail}", field=f"rewards.{key}.{exc.field}") from None
+        done[str(key)] = "created" if created else "updated"
+    return done
+
+
+def _as_text(fields: dict[str, Any]) -> dict[str, Any]:
+    """YAML reads unquoted times as datetimes; the checks take ISO 8601 text, as over HTTP."""
+    shaped = dict(fields)
+    shaped["promos"] = [
+        {k: v.isoformat() if isinstance(v, datetime) else v for k, v in p.items()} if isinstance(p, dict) else p
+        for p in fields.get("promos") or ()
+    ]
+    return shaped
 
 
 def listing(
