@@ -123,8 +123,9 @@ def place(
         gate = ", ".join(tier_names(program, reward.tiers))
         raise TierGated(f"{reward.name} is for {gate} members only", field="reward")
     _check_limit(conn, program, member.pk, stored.id, reward, quantity, now)
+    if reward.left is not None and reward.left < quantity:
+        _sold_out(reward, reward.left)  # as read just now; the conditional update below decides
     price = price_at(reward, now)
-    _sell(conn, stored.id, reward, quantity)
     book = Book(conn, pid, loaded.version_id, now)
     entry_id = book.debit(
         member.pk,
@@ -137,7 +138,10 @@ def place(
         actor=actor,
     )
     book.flush()
-    order_id = conn.execute(
+    # Sold last: the conditional update locks the reward's row until commit, and every
+    # order of that reward waits for it, so as little as possible comes after it.
+    _sell(conn, stored.id, reward, quantity)
+    row = conn.execute(
         orders.insert()
         .values(
             program_id=pid,
@@ -158,11 +162,10 @@ def place(
             placed_at=now,
             updated_at=now,
         )
-        .returning(orders.c.id)
-    ).scalar_one()
-    if reward.uses_codes:
-        _issue_codes(conn, stored.id, order_id, quantity, reward, now)
-    order = get(conn, loaded, order_id)
+        .returning(*orders.c)
+    ).one()
+    codes = _issue_codes(conn, stored.id, row.id, quantity, reward, now) if reward.uses_codes else ()
+    order = Order(row, member_id, reward, codes)
     _report(conn, loaded, order, now)
     return order
 
@@ -197,22 +200,29 @@ def _sell(conn: Connection, reward_id: int, reward: Reward, quantity: int) -> No
     ).rowcount
     if not sold:
         left = conn.execute(select(rewards.c.stock - rewards.c.sold).where(rewards.c.id == reward_id)).scalar()
-        detail = f"{reward.name} is sold out" if not left else f"only {left} of {reward.name} left"
-        raise SoldOut(detail, field="quantity")
+        _sold_out(reward, int(left or 0))
 
 
-def _issue_codes(conn: Connection, reward_id: int, order_id: int, quantity: int, reward: Reward, now: datetime) -> None:
+def _sold_out(reward: Reward, left: int) -> None:
+    detail = f"{reward.name} is sold out" if not left else f"only {left} of {reward.name} left"
+    raise SoldOut(detail, field="quantity")
+
+
+def _issue_codes(
+    conn: Connection, reward_id: int, order_id: int, quantity: int, reward: Reward, now: datetime
+) -> tuple[str, ...]:
     """Give the order `quantity` codes of the pool, each exactly once: on PostgreSQL, rows another
     transaction is issuing are skipped (SKIP LOCKED); SQLite has one writer at a time."""
     query = (
-        select(reward_codes.c.id)
+        select(reward_codes.c.id, reward_codes.c.code)
         .where(reward_codes.c.reward_id == reward_id, reward_codes.c.order_id.is_(None))
         .order_by(reward_codes.c.id)
         .limit(quantity)
     )
     if conn.dialect.name != "sqlite":
         query = query.with_for_update(skip_locked=True)
-    ids = list(conn.execute(query).scalars())
+    found = conn.execute(query).all()
+    ids = [r.id for r in found]
     if len(ids) < quantity:
         raise SoldOut(f"{reward.name} has no codes left to issue", field="quantity")
     conn.execute(
@@ -220,6 +230,7 @@ def _issue_codes(conn: Connection, reward_id: int, order_id: int, quantity: int,
         .where(reward_codes.c.id.in_(ids), reward_codes.c.order_id.is_(None))
         .values(order_id=order_id, issued_at=now)
     )
+    return tuple(r.code for r in found)
 
 
 def _by_key(conn: Connection, program_id: int, key: str) -> Order | None:
