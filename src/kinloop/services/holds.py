@@ -18,13 +18,12 @@ from sqlalchemy import Connection, Row, func, select, update
 from kinloop.domain import ledger as L
 from kinloop.domain.errors import IdempotencyConflict, InvalidInput, UnknownHold
 from kinloop.domain.holds import capture_outcome, release_outcome, status_at, timeout_of
-from kinloop.domain.orders import plan_restore
 from kinloop.domain.program import Program
 from kinloop.services import members as member_svc
 from kinloop.services.book import Book, lock_members
 from kinloop.services.ledger import currency_of, positive_amount
 from kinloop.services.members import _number as json_amount
-from kinloop.services.orders import taken_by
+from kinloop.services.orders import give_back
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.tables import holds, members
 
@@ -171,21 +170,13 @@ def release(conn: Connection, loaded: LoadedProgram, hold_id: int, *, now: datet
 
 
 def _give_back(conn: Connection, loaded: LoadedProgram, h: Row[Any], status: str, now: datetime, actor: str) -> None:
-    currency = currency_of(loaded.program, h.currency)
+    # An expired hold gives back as of its time-out: lots that expired after it stay restored.
     at = min(now, h.expires_at) if status == "expired" else now
-    plan = plan_restore(taken_by(conn, h.hold_entry_id), at)
-    book = Book(conn, loaded.program_id, loaded.version_id, now)
-    entry_id = book.restore(
-        h.member_pk,
-        currency,
-        plan.into_lots,
-        plan.lapsed,
-        src=L.HELD,
-        effective_at=at,
-        reason=f"hold {h.id} {status}",
-        actor=actor,
+    currency = currency_of(loaded.program, h.currency)
+    reason = f"hold {h.id} {status}"
+    entry_id = give_back(
+        conn, loaded, h.member_pk, currency, h.hold_entry_id, src=L.HELD, at=at, now=now, reason=reason, actor=actor
     )
-    book.flush()
     conn.execute(update(holds).where(holds.c.id == h.id).values(status=status, close_entry_id=entry_id, closed_at=now))
 
 

@@ -27,7 +27,7 @@ from kinloop.domain.errors import (
     UnknownOrder,
 )
 from kinloop.domain.orders import GIVES_BACK_POINTS, Action, Taken, next_status, plan_restore
-from kinloop.domain.program import Program
+from kinloop.domain.program import Currency, Program
 from kinloop.domain.rewards import MAX_QUANTITY, Reward, may_redeem, period_start, price_at, tier_names
 from kinloop.services import mall, outbox
 from kinloop.services import members as member_svc
@@ -346,17 +346,39 @@ def _give_back(
         raise RewardUnavailable(
             f"this program no longer has the currency {o.currency!r} to give back", field="order_id"
         )
-    plan = plan_restore(taken_by(conn, o.spend_entry_id), now)
-    book = Book(conn, loaded.program_id, loaded.version_id, now)
-    entry_id = book.restore(
+    return give_back(
+        conn,
+        loaded,
         o.member_pk,
         currency,
-        plan.into_lots,
-        plan.lapsed,
+        o.spend_entry_id,
         src=L.REDEMPTION,
-        effective_at=now,
+        at=now,
+        now=now,
         reason=reason,
         actor=actor,
+    )
+
+
+def give_back(
+    conn: Connection,
+    loaded: LoadedProgram,
+    member_pk: int,
+    currency: Currency,
+    taking_entry_id: int,
+    *,
+    src: str,
+    at: datetime,
+    now: datetime,
+    reason: str,
+    actor: str,
+) -> int | None:
+    """Give back what an entry took, into the same lots (what had expired by `at` goes to
+    expiry); returns the restoring entry's id (None when everything lapsed)."""
+    plan = plan_restore(taken_by(conn, taking_entry_id), at)
+    book = Book(conn, loaded.program_id, loaded.version_id, now)
+    entry_id = book.restore(
+        member_pk, currency, plan.into_lots, plan.lapsed, src=src, effective_at=at, reason=reason, actor=actor
     )
     book.flush()
     return entry_id
