@@ -2,12 +2,13 @@
 stock and limited balances, then the database is audited.
 
 Setup: the coffee program on an empty store (a temporary SQLite file, or a PostgreSQL schema of
-the benchmark's own), `members` members with `balance` Beans each (and as many for the holds), and a few rewards with
-little stock (together less than the members could buy, so stock runs out) and one with a
-daily limit. Then `processes` processes (spawn: nothing shared but the database), released
-together:
+the benchmark's own), `members` members with `balance` Beans each (one in ten with only 100
+Beans, so balances run short) and as many for the holds; five rewards, two of them with only
+`scarce` units (sold out within seconds) and three with `stock` units; and one with a daily
+limit. Then `processes` processes (spawn: nothing shared but the database), released together
+through a barrier:
 - redemptions: each places orders for random members and rewards until the time is up or it
-  has made `orders` attempts; one order in ten is cancelled at once (points and stock return);
+  has made `attempts` attempts; one order in ten is cancelled at once (points and stock return);
 - holds: each holds points for random members, captures every other hold twice (the second
   must change nothing) and releases the rest.
 
@@ -43,7 +44,7 @@ from kinloop.store.tables import orders as orders_table
 
 SCHEMA = "kinloop_bench_outlets"
 EXAMPLES = Path(__file__).parent / "examples"
-START_DELAY = 4.0  # seconds for the spawned processes to import kinloop before they start together
+START_TIMEOUT = 300.0  # seconds for the spawned processes to import kinloop and meet
 PRICES = (50, 80, 120, 200, 300)
 
 
@@ -66,7 +67,7 @@ def _fresh(url: str) -> Engine:
     return engine
 
 
-def _seed(engine: Engine, *, members: int, balance: int, stock: int) -> list[str]:
+def _seed(engine: Engine, *, members: int, balance: int, stock: int, scarce: int) -> list[str]:
     """The coffee program, members with `balance` Beans each, and the rewards; returns reward keys."""
     source = (EXAMPLES / "coffee.yaml").read_text(encoding="utf-8")
     now = utcnow()
@@ -80,7 +81,7 @@ def _seed(engine: Engine, *, members: int, balance: int, stock: int) -> list[str
                 "member_id": f"{group}{i:05d}",
                 "type": "purchase",
                 "occurred_at": now.isoformat(),
-                "attributes": {"amount": balance * 10},
+                "attributes": {"amount": (100 if i % 10 == 0 else balance) * 10},
             }
             for group in ("b", "h")
             for i in range(members)
@@ -90,7 +91,11 @@ def _seed(engine: Engine, *, members: int, balance: int, stock: int) -> list[str
         for i, price in enumerate(PRICES):
             key = f"item{i}"
             mall.put(
-                conn, loaded, key, {"name": f"Item {i}", "currency": "beans", "price": price, "stock": stock}, now=now
+                conn,
+                loaded,
+                key,
+                {"name": f"Item {i}", "currency": "beans", "price": price, "stock": scarce if i < 2 else stock},
+                now=now,
             )
             keys.append(key)
         limit = {"count": 1, "period": "day"}
@@ -100,14 +105,8 @@ def _seed(engine: Engine, *, members: int, balance: int, stock: int) -> list[str
 
 
 # --- process bodies (module level, so that 'spawn' can import them) ----------------------------
-def _wait(start_at: float) -> None:
-    delay = start_at - time.time()
-    if delay > 0:
-        time.sleep(delay)
-
-
 def redeem_worker(
-    url: str, seed: int, start_at: float, seconds: float, attempts: int, members: int, keys: list[str]
+    start: Any, url: str, seed: int, seconds: float, attempts: int, members: int, keys: list[str]
 ) -> dict[str, int]:
     """Place orders for random members until the time or the attempts run out."""
     rng = random.Random(seed)
@@ -116,7 +115,8 @@ def redeem_worker(
     try:
         with engine.connect() as conn:
             loaded = programs.active(conn, "coffee")
-        _wait(start_at)
+        start.wait(START_TIMEOUT)  # every process ready: they start together
+        start_at = time.time()
         end = start_at + seconds
         for _ in range(attempts):
             if time.time() >= end:
@@ -149,7 +149,7 @@ def redeem_worker(
         engine.dispose()
 
 
-def hold_worker(url: str, seed: int, start_at: float, seconds: float, attempts: int, members: int) -> dict[str, int]:
+def hold_worker(start: Any, url: str, seed: int, seconds: float, attempts: int, members: int) -> dict[str, int]:
     """Hold points, capture every other hold twice, release the rest."""
     rng = random.Random(seed)
     engine = _engine(url)
@@ -157,7 +157,8 @@ def hold_worker(url: str, seed: int, start_at: float, seconds: float, attempts: 
     try:
         with engine.connect() as conn:
             loaded = programs.active(conn, "coffee")
-        _wait(start_at)
+        start.wait(START_TIMEOUT)  # every process ready: they start together
+        start_at = time.time()
         end = start_at + seconds
         for n in range(attempts):
             if time.time() >= end:
@@ -187,10 +188,32 @@ def hold_worker(url: str, seed: int, start_at: float, seconds: float, attempts: 
         engine.dispose()
 
 
+def _run(target: Callable[..., dict[str, int]], results: Any, start: Any, args: tuple[Any, ...]) -> None:
+    try:
+        results.put(("ok", target(start, *args)))
+    except BaseException as exc:  # reported to the parent, which fails the run with it
+        results.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
 def _together(target: Callable[..., dict[str, int]], jobs: list[tuple[Any, ...]]) -> list[dict[str, int]]:
+    """Run `target(barrier, *args)` for each job in its own spawned process, released together."""
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(len(jobs)) as pool:
-        return pool.starmap(target, jobs)
+    start = ctx.Barrier(len(jobs))
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_run, args=(target, results, start, job)) for job in jobs]
+    for p in procs:
+        p.start()
+    try:
+        found = [results.get(timeout=START_TIMEOUT + 3600) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(30)
+            if p.is_alive():
+                p.kill()
+    errors = [value for status, value in found if status == "error"]
+    if errors:
+        raise RuntimeError("a benchmark process failed: " + "; ".join(errors))
+    return [value for _, value in found]
 
 
 def _sum(results: list[dict[str, int]]) -> dict[str, int]:
@@ -243,8 +266,9 @@ def run_outlets_bench(
     *,
     processes: int = 4,
     members: int = 200,
-    balance: int = 600,
-    stock: int = 100,
+    balance: int = 3000,
+    stock: int = 2000,
+    scarce: int = 20,
     seconds: float = 10.0,
     attempts: int = 100_000,
     progress_console: Console | None = None,
@@ -263,20 +287,14 @@ def run_outlets_bench(
         )
         engine = _fresh(url)
         try:
-            say(f"setting up {members} members with {balance} Beans each and 6 rewards ({stock} of each item)")
-            keys = _seed(engine, members=members, balance=balance, stock=stock)
+            say(f"setting up {members} members with up to {balance} Beans and 6 rewards ({scarce} or {stock} of each)")
+            keys = _seed(engine, members=members, balance=balance, stock=stock, scarce=scarce)
             say(f"redemptions: {processes} processes for up to {seconds:g} s")
-            start_at = time.time() + START_DELAY
             redeemed = _sum(
-                _together(
-                    redeem_worker, [(url, i, start_at, seconds, attempts, members, keys) for i in range(processes)]
-                )
+                _together(redeem_worker, [(url, i, seconds, attempts, members, keys) for i in range(processes)])
             )
             say(f"holds: {processes} processes for up to {seconds:g} s")
-            start_at = time.time() + START_DELAY
-            held = _sum(
-                _together(hold_worker, [(url, 100 + i, start_at, seconds, attempts, members) for i in range(processes)])
-            )
+            held = _sum(_together(hold_worker, [(url, 100 + i, seconds, attempts, members) for i in range(processes)]))
             found = audit(engine)
         finally:
             engine.dispose()
