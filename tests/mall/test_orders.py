@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
 from kinloop.domain.errors import (
@@ -21,8 +23,10 @@ from kinloop.domain.errors import (
 )
 from kinloop.services import mall, orders, webhooks
 from kinloop.services.programs import LoadedProgram
+from kinloop.store import migrate
+from kinloop.store.db import connect
 from kinloop.store.tables import outbox
-from tests.conftest import NOW
+from tests.conftest import NOW, load_example
 from tests.mall.conftest import assert_verified, beans, counts, earn, lot_state, put_reward
 
 
@@ -248,3 +252,39 @@ def test_redemptions_by_reward_category_and_tier(engine: Engine, coffee: LoadedP
     ]
     assert [r["key"] for r in report["by_category"]] == ["merch", "drinks"]
     assert [(r["name"], r["orders"]) for r in report["by_tier"]] == [("Gold", 2)]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    earned=st.lists(st.tuples(st.integers(1, 80), st.integers(0, 300)), min_size=1, max_size=5),
+    price=st.integers(1, 150),
+    quantity=st.integers(1, 3),
+    refund=st.booleans(),
+)
+def test_a_cancelled_order_restores_exactly_what_it_took(
+    tmp_path_factory: pytest.TempPathFactory, earned: list[tuple[int, int]], price: int, quantity: int, refund: bool
+) -> None:
+    """Whatever lots the member had (amounts earned on different days of the past year, so
+    different expiries), cancelling or refunding an order leaves every lot as it was, expiry
+    included. (Lots that expire in between lapse instead: see the test above.)"""
+    url = f"sqlite:///{tmp_path_factory.mktemp('prop') / 'k.db'}"
+    migrate.upgrade(connect(url))
+    engine = connect(url)
+    coffee = load_example(engine, "coffee")
+    for n, (amount, days_ago) in enumerate(earned):
+        earn(engine, coffee, "m1", amount, at=NOW - timedelta(days=days_ago), n=n)
+    put_reward(engine, coffee, "mug", price=price, kind="service")
+    before, balance = lot_state(engine), beans(engine, coffee, "m1")
+    try:
+        order = place(engine, coffee, "m1", "mug", quantity=quantity)
+    except InsufficientBalance:
+        assert sum(a for a, _ in earned) < price * quantity
+        return
+    assert beans(engine, coffee, "m1") == balance - price * quantity
+    if refund:
+        move(engine, coffee, order.id, "fulfil")
+    move(engine, coffee, order.id, "refund" if refund else "cancel")
+    assert lot_state(engine) == before
+    assert beans(engine, coffee, "m1") == balance
+    assert_verified(engine, coffee)
+    engine.dispose()
