@@ -30,17 +30,7 @@ TRANSITIONS: dict[Action, tuple[frozenset[OrderStatus], OrderStatus]] = {
     "cancel": (frozenset({"placed", "confirmed"}), "cancelled"),
     "refund": (frozenset({"fulfilled", "completed"}), "refunded"),
 }
-# What each state is called in a webhook kind (`order.<state>`).
-EVENT_OF: dict[OrderStatus, str] = {
-    "placed": "order.placed",
-    "confirmed": "order.confirmed",
-    "fulfilled": "order.fulfilled",
-    "completed": "order.completed",
-    "cancelled": "order.cancelled",
-    "refunded": "order.refunded",
-}
 GIVES_BACK_POINTS: frozenset[OrderStatus] = frozenset({"cancelled", "refunded"})
-OPEN: frozenset[OrderStatus] = frozenset({"placed", "confirmed", "fulfilled"})
 
 
 def next_status(status: OrderStatus, action: Action, *, kind: str, shipping_reference: str | None) -> OrderStatus:

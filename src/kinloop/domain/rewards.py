@@ -177,13 +177,6 @@ def period_start(period: Period, now: datetime, tz: ZoneInfo) -> datetime | None
     return datetime.combine(day, time(), tzinfo=tz)
 
 
-def limit_left(reward: Reward, already: int) -> int | None:
-    """How many more units the member may order in the current period (None: no limit)."""
-    if reward.limit is None:
-        return None
-    return max(reward.limit.count - already, 0)
-
-
 def parse_reward(key: str, fields: Mapping[str, Any], program: Program) -> tuple[Reward | None, list[Issue]]:
     """A reward from plain fields (amounts in the currency's units, times as ISO 8601 with an
     offset), checked against the program; every problem is returned, each with its field."""

@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Row, func, select, update
+from sqlalchemy import Connection, Row, select, update
 
 from kinloop.domain import ledger as L
 from kinloop.domain.errors import IdempotencyConflict, InvalidInput, UnknownHold
@@ -234,15 +234,6 @@ def held_of(conn: Connection, program: Program, member_pk: int, now: datetime) -
         "text": {k: f"{program.currencies[k].display(v)} held" for k, v in totals.items()},
         "active": active,
     }
-
-
-def count_active(conn: Connection, program_id: int) -> int:
-    return int(
-        conn.execute(
-            select(func.count()).select_from(holds).where(holds.c.program_id == program_id, holds.c.status == "active")
-        ).scalar()
-        or 0
-    )
 
 
 def check_reference(reference: str | None) -> str | None:

@@ -19,7 +19,7 @@ from kinloop.services.members import _number as json_amount
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.bulk import insert_rows
 from kinloop.store.db import insert_ignore
-from kinloop.store.tables import members, orders, reward_codes, rewards
+from kinloop.store.tables import orders, reward_codes, rewards
 
 MAX_CODES = 100_000  # per upload
 MAX_CODE_LENGTH = 200
@@ -364,7 +364,3 @@ def redemptions(
         "by_category": shaped(groups["category"].values()),
         "by_tier": shaped(groups["tier"].values()),
     }
-
-
-def member_tier(conn: Connection, member_pk: int) -> str | None:
-    return conn.execute(select(members.c.tier).where(members.c.id == member_pk)).scalar()

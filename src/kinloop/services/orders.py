@@ -241,20 +241,38 @@ def _by_key(conn: Connection, program_id: int, key: str) -> Order | None:
 
 
 def _load(conn: Connection, program_id: int, order_id: int) -> Order:
-    row = conn.execute(
-        select(orders, members.c.member_id)
-        .join(members, members.c.id == orders.c.member_pk)
-        .where(orders.c.program_id == program_id, orders.c.id == order_id)
-    ).first()
-    if row is None:
+    found = _load_many(conn, program_id, [order_id])
+    if not found:
         raise UnknownOrder(f"no order {order_id} in this program", field="order_id")
-    reward_row = conn.execute(select(rewards).where(rewards.c.id == row.reward_id)).one()
-    codes = tuple(
-        conn.execute(
-            select(reward_codes.c.code).where(reward_codes.c.order_id == order_id).order_by(reward_codes.c.id)
-        ).scalars()
-    )
-    return Order(row, row.member_id, mall.to_reward(reward_row), codes)
+    return found[0]
+
+
+def _load_many(conn: Connection, program_id: int, order_ids: list[int]) -> list[Order]:
+    """Orders by id (in the order given), with their members, rewards and codes: three queries."""
+    if not order_ids:
+        return []
+    rows = {
+        r.id: r
+        for r in conn.execute(
+            select(orders, members.c.member_id)
+            .join(members, members.c.id == orders.c.member_pk)
+            .where(orders.c.program_id == program_id, orders.c.id.in_(order_ids))
+        )
+    }
+    reward_ids = sorted({r.reward_id for r in rows.values()})
+    by_id = {r.id: mall.to_reward(r) for r in conn.execute(select(rewards).where(rewards.c.id.in_(reward_ids)))}
+    codes: dict[int, list[str]] = {}
+    for order_id, code in conn.execute(
+        select(reward_codes.c.order_id, reward_codes.c.code)
+        .where(reward_codes.c.order_id.in_(list(rows)))
+        .order_by(reward_codes.c.id)
+    ):
+        codes.setdefault(order_id, []).append(code)
+    return [
+        Order(rows[i], rows[i].member_id, by_id[rows[i].reward_id], tuple(codes.get(i, ())))
+        for i in order_ids
+        if i in rows
+    ]
 
 
 def get(conn: Connection, loaded: LoadedProgram, order_id: int) -> Order:
@@ -281,7 +299,7 @@ def listing(
     if before is not None:
         query = query.where(orders.c.id < before)
     ids = list(conn.execute(query.limit(limit + 1)).scalars())
-    page = [_load(conn, loaded.program_id, i) for i in ids[:limit]]
+    page = _load_many(conn, loaded.program_id, ids[:limit])
     return page, (str(ids[limit - 1]) if len(ids) > limit else None)
 
 
