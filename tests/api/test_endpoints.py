@@ -139,6 +139,7 @@ def test_a_member_has_balances_tier_progress_and_soon_expiring_points(api: Api) 
         ],
         "display": {"stars": "3 ★", "beans": "15 Beans"},
         "profile": {},
+        "holds": {"held": {}, "text": {}, "active": []},
     }
 
 

@@ -325,6 +325,7 @@ def test_ingest_jsonl_then_csv_and_show_the_members(ready: str, tmp_path: Path) 
         "expiring": [],
         "display": {"stars": "3 ★", "beans": "21 Beans"},
         "profile": {},
+        "holds": {"held": {}, "text": {}, "active": []},
     }
     m2 = show(ready, "m2")
     assert (m2["balances"], m2["tier"]) == ({"stars": 0, "beans": 5}, {"key": "green", "name": "Green"})
