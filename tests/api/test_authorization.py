@@ -192,6 +192,32 @@ ROWS: dict[tuple[str, str], Row] = {
     ("GET", "/v1/webhooks/{webhook_id}/deliveries"): Row(
         webhook("GET", "/deliveries"), read=403, ingest=403, admin=200, member=403, other=404
     ),
+    ("POST", "/v1/members/{member_id}/privileges/{privilege_key}/uses"): Row(
+        lambda _api, kind: (
+            "POST",
+            "/v1/members/m1/privileges/free_drink/uses",
+            {"idempotency_key": f"matrix-{kind}-{next(_fresh)}"},
+        ),
+        read=403,
+        ingest=200,
+        admin=200,
+        member=403,
+        other=404,
+    ),
+    ("GET", "/v1/program/privileges/usage"): Row(
+        fixed("GET", "/v1/program/privileges/usage"), read=200, ingest=403, admin=200, member=403, other=200
+    ),
+    ("GET", "/v1/leaderboards/{key}"): Row(
+        fixed("GET", "/v1/leaderboards/monthly_stars?limit=3"), read=200, ingest=403, admin=200, member=200, other=200
+    ),
+    ("GET", "/v1/leaderboards/{key}/members/{member_id}"): Row(
+        fixed("GET", "/v1/leaderboards/monthly_stars/members/m1"),
+        read=200,
+        ingest=403,
+        admin=200,
+        member=200,
+        other=404,
+    ),
     ("GET", "/v1/rewards"): Row(fixed("GET", "/v1/rewards"), read=200, ingest=403, admin=200, member=200, other=200),
     ("GET", "/v1/rewards/{reward_key}"): Row(
         reward_then("GET", "/v1/rewards/cheap"), read=200, ingest=403, admin=200, member=200, other=404

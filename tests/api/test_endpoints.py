@@ -138,6 +138,7 @@ def test_a_member_has_balances_tier_progress_and_soon_expiring_points(api: Api) 
             {"currency": "beans", "amount": 5, "on": "2026-03-21", "text": "5 Beans expire on 2026-03-21"},
         ],
         "display": {"stars": "3 ★", "beans": "15 Beans"},
+        "privileges": [],  # Green holds none
         "profile": {},
         "holds": {"held": {}, "text": {}, "active": []},
     }

@@ -324,6 +324,7 @@ def test_ingest_jsonl_then_csv_and_show_the_members(ready: str, tmp_path: Path) 
         "next_tier": {"key": "jade", "name": "Jade", "missing": 1, "text": "1 ★ to Jade"},
         "expiring": [],
         "display": {"stars": "3 ★", "beans": "21 Beans"},
+        "privileges": [],  # Green holds none
         "profile": {},
         "holds": {"held": {}, "text": {}, "active": []},
     }

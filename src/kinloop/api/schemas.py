@@ -108,6 +108,26 @@ class Expiring(BaseModel):
     text: str
 
 
+class QuotaOut(BaseModel):
+    uses: int
+    per: Literal["day", "week", "month", "year"] | None
+
+
+class PrivilegeHeld(BaseModel):
+    """A privilege the member holds through the current tier, with what is left this period."""
+
+    key: str
+    name: str
+    kind: Literal["preferential", "function", "care", "service"]
+    description: str
+    quota: QuotaOut | None = Field(description="null: unlimited")
+    window: Literal["always", "birthday_month"]
+    used: int = Field(description="uses in the quota's current period (or ever)")
+    remaining: int | None = Field(description="null: unlimited")
+    usable_now: bool
+    text: str = Field(examples=["1 of 2 left this month"])
+
+
 class HeldOut(BaseModel):
     hold_id: int
     currency: str
@@ -133,6 +153,7 @@ class MemberOut(BaseModel):
     next_tier: NextTier | None
     expiring: list[Expiring]
     display: dict[str, str]
+    privileges: list[PrivilegeHeld] = Field(default_factory=list)
     profile: dict[str, Any] = Field(default_factory=dict)
     holds: HoldsOut
 

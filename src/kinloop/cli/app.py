@@ -15,7 +15,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy import Engine, inspect
 
+from kinloop.cli import leaderboard as leaderboard_cli
+from kinloop.cli import privileges as privileges_cli
 from kinloop.cli.errors import EXIT_INVALID, EXIT_REFUSED, err, handled
+from kinloop.cli.options import DbOption, JsonOption, ProgramOption
 from kinloop.clock import utcnow
 from kinloop.domain.errors import InvalidInput, NotInitialised
 from kinloop.program.loader import compile_program, parse_program, program_schema
@@ -41,14 +44,10 @@ app.add_typer(member_app, name="member")
 app.add_typer(bench_app, name="bench")
 keys_app = typer.Typer(help="API keys for the HTTP API.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(privileges_cli.app, name="privileges")
+app.command("leaderboard")(leaderboard_cli.leaderboard)
 # soft_wrap: piped output and logs get whole lines, not lines cut at 80 columns.
 out = Console(highlight=False, soft_wrap=True)
-
-DbOption = Annotated[
-    str | None, typer.Option("--db", help="Database URL [env: KINLOOP_DATABASE_URL; default sqlite:///kinloop.db]")
-]
-ProgramOption = Annotated[str | None, typer.Option("--program", help="Program key (needed when several are loaded).")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 def _engine(db: str | None) -> Engine:
@@ -206,6 +205,8 @@ def member_show(
         out.print(f"  {view.next_tier['text']}")
     for item in view.expiring:
         out.print(f"  [yellow]{item['text']}[/]")
+    for held in view.privileges:
+        out.print(f"  {held['name']}: {held['text']}", markup=False)
 
 
 def _print_movement(result: ledger.Movement, lp: programs.LoadedProgram, verb: str, as_json: bool) -> None:

@@ -10,8 +10,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from kinloop.cli.app import DbOption, JsonOption, ProgramOption, _engine, _json, member_app, out
+from kinloop.cli.app import _engine, _json, member_app, out
 from kinloop.cli.errors import handled
+from kinloop.cli.options import DbOption, JsonOption, ProgramOption
 from kinloop.clock import utcnow
 from kinloop.domain.errors import HoldExpired, InvalidInput
 from kinloop.domain.orders import ACTIONS, Action

@@ -94,6 +94,36 @@ class AlreadyReversed(Refused):
     code = "already_reversed"
 
 
+class UnknownPrivilege(NotFound):
+    """The program has no privilege with this key."""
+
+    code = "unknown_privilege"
+
+
+class PrivilegeNotGranted(Refused):
+    """The member's current tier does not hold this privilege."""
+
+    code = "privilege_not_granted"
+
+
+class QuotaExhausted(Refused):
+    """The member has used up this privilege for the period."""
+
+    code = "privilege_quota_exhausted"
+
+
+class OutsideWindow(Refused):
+    """The privilege can be used only at certain times (the member's birthday month)."""
+
+    code = "privilege_outside_window"
+
+
+class UnknownLeaderboard(NotFound):
+    """The program has no leaderboard with this key."""
+
+    code = "unknown_leaderboard"
+
+
 class IdempotencyConflict(KinloopError):
     """An idempotency key was reused for a different request."""
 

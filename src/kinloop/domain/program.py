@@ -159,6 +159,50 @@ class Ladder:
     tiers: tuple[Tier, ...]
 
 
+PrivilegeKind = Literal["preferential", "function", "care", "service"]
+QuotaPeriod = Literal["day", "week", "month", "year"]
+PrivilegeWindow = Literal["always", "birthday_month"]
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """At most `uses` uses per `per` period (in the program's time zone); `per=None`: ever."""
+
+    uses: int
+    per: QuotaPeriod | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Privilege:
+    """A benefit held by members of some tiers; `quota=None` means unlimited use."""
+
+    key: str
+    name: str
+    kind: PrivilegeKind
+    tiers: tuple[str, ...]
+    quota: Quota | None = None
+    window: PrivilegeWindow = "always"
+    description: str = ""
+
+
+BoardPeriod = Literal["day", "week", "month", "all_time"]
+
+
+@dataclass(frozen=True, slots=True)
+class Leaderboard:
+    """Members ranked per period by what they earned of `currency`, or how many `event`s they had;
+    with `group_by`, separately for each value of that profile attribute (a city, a club)."""
+
+    key: str
+    name: str
+    period: BoardPeriod
+    currency: str | None = None
+    event: str | None = None
+    unit: str = ""  # for event counts; `unit_one` for a count of 1
+    unit_one: str = ""
+    group_by: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Program:
     key: str
@@ -169,6 +213,8 @@ class Program:
     rules: tuple[Rule, ...]
     ladder: Ladder | None
     rules_by_type: Mapping[str, tuple[Rule, ...]] = field(default_factory=dict)
+    privileges: tuple[Privilege, ...] = ()
+    leaderboards: tuple[Leaderboard, ...] = ()
 
     def rule(self, key: str) -> Rule | None:
         for r in self.rules:

@@ -26,9 +26,12 @@ from kinloop.domain.program import (
     EventType,
     Expiry,
     Ladder,
+    Leaderboard,
     Limits,
     Pending,
+    Privilege,
     Program,
+    Quota,
     Rate,
     Rule,
     Tier,
@@ -355,6 +358,48 @@ class _Compiler:
             tiers.append(Tier(t.key, t.name, self.minor(t.threshold, currency, f"ladder.tiers[{i}].threshold")))
         return Ladder(spec.currency, spec.window, tuple(tiers))
 
+    def privileges(self, ladder: Ladder | None) -> list[Privilege]:
+        self.unique([p.key for p in self.spec.privileges], "privileges")
+        tiers = {t.key for t in ladder.tiers} if ladder else set()
+        out = []
+        for i, p in enumerate(self.spec.privileges):
+            for j, tier in enumerate(p.tiers):
+                if tier not in tiers:
+                    known = (
+                        f" (tiers: {', '.join(t.key for t in ladder.tiers)})"
+                        if ladder
+                        else "; the program has no ladder"
+                    )
+                    self.fail(f"privileges[{i}].tiers[{j}]", f"unknown tier {tier!r}{known}")
+            quota = Quota(1) if p.single_use else Quota(p.quota.uses, p.quota.per) if p.quota else None
+            out.append(
+                Privilege(
+                    key=p.key,
+                    name=p.name,
+                    kind=p.kind,
+                    tiers=tuple(dict.fromkeys(p.tiers)),
+                    quota=quota,
+                    window=p.window,
+                    description=p.description,
+                )
+            )
+        return out
+
+    def leaderboards(self, currencies: Mapping[str, Currency], types: Mapping[str, EventType]) -> list[Leaderboard]:
+        self.unique([b.key for b in self.spec.leaderboards], "leaderboards")
+        out = []
+        for i, b in enumerate(self.spec.leaderboards):
+            m = b.measure
+            if m.currency is not None and m.currency not in currencies:
+                self.fail(f"leaderboards[{i}].measure.currency", f"unknown currency {m.currency!r}")
+            if m.event is not None and m.event not in types:
+                self.fail(f"leaderboards[{i}].measure.event", f"unknown event type {m.event!r}")
+            event = m.event.replace("_", " ") if m.event else ""
+            unit = m.unit or (f"{event} events" if m.event else "")
+            unit_one = m.unit_one or (m.unit if m.unit else f"{event} event" if m.event else "")
+            out.append(Leaderboard(b.key, b.name, b.period, m.currency, m.event, unit, unit_one, b.group_by))
+        return out
+
 
 def _comprehension_names(source: str) -> set[str]:
     # Macros such as `list.all(x, x > 0)` bind names; CEL reports them as variables too.
@@ -377,6 +422,8 @@ def compile_program(spec: ProgramFile, *, source: str | None = None) -> Program:
     types = c.event_types()
     rules = c.rules(currencies, types)
     ladder = c.ladder(currencies)
+    privileges = c.privileges(ladder)
+    leaderboards = c.leaderboards(currencies, types)
     if c.issues:
         raise ProgramInvalid(c.issues, source=source)
     by_type: dict[str, list[Rule]] = {}
@@ -391,4 +438,6 @@ def compile_program(spec: ProgramFile, *, source: str | None = None) -> Program:
         rules=tuple(rules),
         ladder=ladder,
         rules_by_type={k: tuple(v) for k, v in by_type.items()},
+        privileges=tuple(privileges),
+        leaderboards=tuple(leaderboards),
     )

@@ -160,6 +160,66 @@ class LadderSpec(Strict):
     tiers: list[TierSpec] = Field(min_length=1)
 
 
+class QuotaSpec(Strict):
+    """At most `uses` uses per `per` (day, week, month, year in the program's time zone), or ever."""
+
+    uses: Annotated[int, Field(gt=0)]
+    per: Literal["day", "week", "month", "year"] | None = Field(None, description="omit: `uses` in all")
+
+
+class PrivilegeSpec(Strict):
+    """A benefit of some tiers: granted on entering one, withdrawn on leaving it."""
+
+    key: Key
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field("", max_length=2000)
+    kind: Literal["preferential", "function", "care", "service"] = Field(
+        description="preferential: coupon, discount, multiplier; function: a flag the app reads;"
+        " care: e.g. a birthday gift; service: e.g. a VIP channel"
+    )
+    tiers: list[Key] = Field(min_length=1, description="keys of the tiers that hold it")
+    single_use: bool = Field(False, description="usable once, ever")
+    quota: QuotaSpec | None = Field(None, description="uses per period; omit both this and single_use: unlimited")
+    window: Literal["always", "birthday_month"] = Field(
+        "always", description="birthday_month: usable only in the month of the member's profile `birthday`"
+    )
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> PrivilegeSpec:
+        if self.single_use and self.quota is not None:
+            raise ValueError("give single_use or quota, not both")
+        return self
+
+
+class MeasureSpec(Strict):
+    """Exactly one of: `currency` (amount earned of it) or `event` (number of events of that type)."""
+
+    currency: Key | None = None
+    event: Key | None = None
+    unit: str | None = Field(None, max_length=32, description="for event counts, e.g. answers")
+    unit_one: str | None = Field(None, max_length=32, description="the unit for a count of 1, e.g. answer")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> MeasureSpec:
+        if (self.currency is None) == (self.event is None):
+            raise ValueError("give exactly one of currency or event")
+        if self.currency is not None and (self.unit is not None or self.unit_one is not None):
+            raise ValueError("unit is for event counts; currencies show their own unit")
+        return self
+
+
+class LeaderboardSpec(Strict):
+    """Members ranked per period by a measure, over the whole program or per profile attribute."""
+
+    key: Key
+    name: str = Field(min_length=1, max_length=200)
+    period: Literal["day", "week", "month", "all_time"]
+    measure: MeasureSpec
+    group_by: str | None = Field(
+        None, min_length=1, max_length=64, description="profile attribute to rank within, e.g. city"
+    )
+
+
 class ProgramFile(Strict):
     """A kinloop program: currencies, event types, rules and the tier ladder."""
 
@@ -170,3 +230,5 @@ class ProgramFile(Strict):
     event_types: list[EventTypeSpec] = Field(min_length=1)
     rules: list[RuleSpec] = Field(default_factory=list)
     ladder: LadderSpec | None = None
+    privileges: list[PrivilegeSpec] = Field(default_factory=list)
+    leaderboards: list[LeaderboardSpec] = Field(default_factory=list)

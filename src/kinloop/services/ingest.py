@@ -24,6 +24,7 @@ from kinloop.domain.periods import period_key
 from kinloop.domain.program import PERIODS, Program
 from kinloop.domain.rules import Evaluation, apply, evaluate
 from kinloop.domain.tiers import tier_for
+from kinloop.services import leaderboards as leaderboard_svc
 from kinloop.services import members as member_svc
 from kinloop.services import outbox
 from kinloop.services.book import Book, chunks
@@ -206,6 +207,7 @@ def _book_events(
     book.entry_ids.reserve(2 * len(parsed))
     ladder = program.ladder
     tz = program.timezone
+    scores = leaderboard_svc.Scores.of(program, loaded.program_id)
     for index, ev in parsed:
         prior = existing.get(ev.event_id) or seen.get(ev.event_id)
         if prior is not None:
@@ -236,6 +238,8 @@ def _book_events(
                 award_kind=award.kind,
             )
             award_rows.append([award.rule, award.currency, award.amount, award.kind, award.pending is not None])
+        if scores is not None:
+            scores.add(member, ev, evaluation.awards)
         if ev.type in releases:
             _release_by_event(book, program, pk, ev, releases[ev.type])
         for key in evaluation.usage:
@@ -291,9 +295,11 @@ def _book_events(
     if event_rows:
         insert_rows(conn, events, event_rows)
     for pk, evaluation, ev_pk in bonus_moves:
-        _move_bonuses(conn, book, program, pk, evaluation, ev_pk, now)
+        _move_bonuses(conn, book, program, pk, evaluation, ev_pk, now, scores, rows[evaluation.event.member_id])
     book.flush()
     member_svc.save_states(conn, states, activity_keys, usage_keys, first_keys)
+    if scores is not None:
+        scores.flush(conn)
     if tier_rows:
         conn.execute(tier_changes.insert(), tier_rows)
         from sqlalchemy import bindparam, update
@@ -332,15 +338,26 @@ def _release_by_event(book: Book, program: Program, pk: int, ev: Event, keys: li
 
 
 def _move_bonuses(
-    conn: Connection, book: Book, program: Program, pk: int, evaluation: Evaluation, ev_pk: int, now: datetime
+    conn: Connection,
+    book: Book,
+    program: Program,
+    pk: int,
+    evaluation: Evaluation,
+    ev_pk: int,
+    now: datetime,
+    scores: leaderboard_svc.Scores | None,
+    member: member_svc.MemberRow,
 ) -> None:
     """A late event that happened first takes the first-time bonus from the event that held it."""
     for move in evaluation.bonus_moves:
-        holder = conn.execute(
-            select(events.c.id).where(events.c.program_id == book.program_id, events.c.event_id == move.from_event_id)
-        ).scalar()
-        if holder is None:
+        found = conn.execute(
+            select(events.c.id, events.c.occurred_at).where(
+                events.c.program_id == book.program_id, events.c.event_id == move.from_event_id
+            )
+        ).first()
+        if found is None:
             continue
+        holder, held_at = found
         for entry_id, currency, amount in conn.execute(
             select(entries.c.id, entries.c.currency, entries.c.amount).where(
                 entries.c.event_pk == holder,
@@ -361,3 +378,5 @@ def _move_bonuses(
                 reverses=entry_id,
                 reason=f"first-time bonus moved to earlier event {evaluation.event.event_id}",
             )
+            if scores is not None:
+                scores.take(member, held_at, currency, amount)

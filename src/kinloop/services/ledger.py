@@ -24,6 +24,7 @@ from kinloop.domain.errors import (
 from kinloop.domain.program import Currency, Program
 from kinloop.domain.rules import base_amount
 from kinloop.domain.tiers import tier_for
+from kinloop.services import leaderboards as leaderboard_svc
 from kinloop.services import members as member_svc
 from kinloop.services import outbox
 from kinloop.services.book import Book, lock_members
@@ -315,6 +316,7 @@ def reverse(
             events.c.program_version_id,
             events.c.refunded,
             events.c.type,
+            events.c.occurred_at,
         ).where(events.c.program_id == loaded.program_id, events.c.event_id == event_id)
     ).first()
     if ev is None:
@@ -344,6 +346,7 @@ def reverse(
     targets, refunded_after = _targets(rules_program, ev.attributes, earned, amount, refunded_before)
     book = Book(conn, loaded.program_id, loaded.version_id, now)
     clawed: dict[str, int] = {}
+    clawed_total: dict[str, int] = {}  # recovered or written off: what the event no longer earned
     lost: dict[str, int] = {}
     for row in earned:
         net = row.amount - taken.get(row.id, 0)
@@ -365,9 +368,20 @@ def reverse(
             actor=actor,
         )
         clawed[row.currency] = clawed.get(row.currency, 0) + got
+        clawed_total[row.currency] = clawed_total.get(row.currency, 0) + claw
         if missing:
             lost[row.currency] = lost.get(row.currency, 0) + missing
     book.flush()
+    leaderboard_svc.lower_for_reversal(
+        conn,
+        loaded.program_id,
+        rules_program,
+        member_pk=ev.member_pk,
+        event_type=ev.type,
+        occurred_at=ev.occurred_at,
+        clawed=clawed_total,
+        whole=all(targets.get(row.id, 0) == 0 for row in earned),
+    )
     conn.execute(update(events).where(events.c.id == ev.id).values(refunded=str(refunded_after)))
     member_tier = conn.execute(select(members.c.tier).where(members.c.id == ev.member_pk)).scalar()
     tier = _retier(

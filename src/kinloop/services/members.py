@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -169,7 +169,8 @@ class MemberView:
     next_tier: dict[str, Any] | None
     expiring: list[dict[str, Any]]
     profile: Mapping[str, Any]
-    holds: dict[str, Any]
+    privileges: list[dict[str, Any]] = field(default_factory=list)
+    holds: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -180,6 +181,7 @@ class MemberView:
             "next_tier": self.next_tier,
             "expiring": self.expiring,
             "display": self.display,
+            "privileges": self.privileges,
             "profile": dict(self.profile),
             "holds": self.holds,
         }
@@ -219,10 +221,12 @@ def show(
                 "text": f"{currency.display(prog.missing)} to {prog.next.name}",
             }
     expiring = _expiring(conn, program, row.pk, now + timedelta(days=expiring_days))
+    from kinloop.services import privileges
     from kinloop.services.holds import held_of  # holds build on this module: imported here
 
-    held = held_of(conn, program, row.pk, now)
-    return MemberView(row.member_id, tier, bal_json, pend_json, display, next_tier, expiring, row.profile, held)
+    held = privileges.held(conn, program, row, now=now) if program.privileges else []
+    holds = held_of(conn, program, row.pk, now)
+    return MemberView(row.member_id, tier, bal_json, pend_json, display, next_tier, expiring, row.profile, held, holds)
 
 
 def _number(minor: int, decimals: int) -> int | str:

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, case, func, or_, select
 
 from kinloop.domain import ledger as L
+from kinloop.services import leaderboards as leaderboard_svc
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.tables import balances, entries, holds, lot_movements, lots, members
 
@@ -169,6 +170,10 @@ def verify(conn: Connection, loaded: LoadedProgram) -> Report:
                     f"entry {entry_id} took a different amount from lots",
                 )
             )
+    for where, pk, expect, found in leaderboard_svc.mismatches(conn, loaded):
+        out.append(
+            Mismatch("leaderboard.score", names.get(pk, str(pk)), where, expect, found, "score differs from the ledger")
+        )
     out += _held(conn, pid, names)
     n_entries = conn.execute(select(func.count()).select_from(entries).where(entries.c.program_id == pid)).scalar()
     return Report(len(names), int(n_entries or 0), lot_count, out)

@@ -178,3 +178,38 @@ def select_in(
     with driver_cursor(conn, sql) as cur:
         cur.execute(sql, tuple(params))
         return list(cur.fetchall())
+
+
+def add_rows(
+    conn: Connection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    keys: Sequence[str],
+    *,
+    add: str,
+    latest: str,
+) -> None:
+    """INSERT many rows; where `keys` exist, add to column `add`, keep the later of `latest`,
+    and overwrite the other columns. Counters updated without reading them first."""
+    if not rows:
+        return
+    dialect = conn.dialect.name
+    columns = list(rows[0])
+    name = table.name
+    sets = [f"{add} = {name}.{add} + excluded.{add}"]
+    sets.append(
+        f"{latest} = CASE WHEN excluded.{latest} > {name}.{latest} THEN excluded.{latest} ELSE {name}.{latest} END"
+    )
+    sets += [f"{c} = excluded.{c}" for c in columns if c not in keys and c not in (add, latest)]
+    conflict = f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(sets)}"
+    if dialect == "postgresql":
+        # A collation is not part of an array cast's type name.
+        types = [table.c[c].type.compile(dialect=conn.dialect).split(" COLLATE ")[0] for c in columns]
+        arrays = ", ".join(f"%s::{t}[]" for t in types)
+        sql = f"INSERT INTO {name} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
+        with driver_cursor(conn, sql) as cur:
+            cur.execute(sql + conflict, tuple([row[c] for row in rows] for c in columns))
+        return
+    sql = f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({_placeholders(len(columns), dialect)})"
+    with driver_cursor(conn, sql) as cur:
+        cur.executemany(sql + conflict, _tuples(table, columns, rows, dialect))

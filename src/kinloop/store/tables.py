@@ -372,6 +372,57 @@ webhook_attempts = Table(
     Column("duration_ms", Integer),
 )
 
+# --- privileges and leaderboards -------------------------------------------------------------
+# A privilege is held through the member's current tier, so only its uses are stored: the
+# quota left is counted from them, under the member's row lock.
+
+privilege_uses = Table(
+    "privilege_uses",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("program_id", Id, ForeignKey("programs.id"), nullable=False),
+    Column("member_pk", Id, ForeignKey("members.id"), nullable=False),
+    Column("privilege", String(64), nullable=False),
+    # The tier that held the privilege when it was used: utilisation is reported per tier.
+    Column("tier", String(64)),
+    Column("used_at", UTCDateTime, nullable=False),
+    Column("idempotency_key", String(200), nullable=False),
+    # The reply to the use, returned again when the same key is replayed.
+    Column("result", JSON, nullable=False),
+    UniqueConstraint("program_id", "idempotency_key"),
+    Index("ix_privilege_uses_member", "member_pk", "privilege", "used_at"),
+    Index("ix_privilege_uses_program", "program_id", "privilege", "used_at"),
+)
+
+# Member ids compare byte by byte in PostgreSQL too (as in SQLite), so ties order the same.
+MemberIdC = String(200).with_variant(String(200, collation="C"), "postgresql")
+
+leaderboard_scores = Table(
+    "leaderboard_scores",
+    metadata,
+    Column("program_id", Id, ForeignKey("programs.id"), primary_key=True),
+    Column("board", String(64), primary_key=True),
+    Column("period", String(16), primary_key=True),
+    Column("member_pk", Id, ForeignKey("members.id"), primary_key=True),
+    # The member's group (the profile attribute's value when it last scored; '' for none).
+    Column("grp", String(200), nullable=False),
+    Column("member_id", MemberIdC, nullable=False),
+    Column("score", BigInteger, nullable=False),
+    # When the score was reached: the latest occurred_at of the events that raised it.
+    Column("reached_at", UTCDateTime, nullable=False),
+    # Top N is a scan of this index in ranking order: score desc, reached_at, member_id.
+    Index(
+        "ix_leaderboard_scores_rank",
+        "program_id",
+        "board",
+        "period",
+        "grp",
+        text("score DESC"),
+        "reached_at",
+        "member_id",
+    ),
+)
+
 # --- mall, orders and holds -------------------------------------------------------------------
 # Rewards are rows, not program-file entries: operators change stock and prices daily.
 rewards = Table(
