@@ -163,6 +163,29 @@ ROWS: dict[tuple[str, str], Row] = {
         member=403,
         other=404,
     ),
+    ("POST", "/v1/members/{member_id}/tier-purchases"): Row(
+        lambda _api, _kind: (
+            "POST",
+            "/v1/members/m2/tier-purchases",
+            {"tier": "reserve", "idempotency_key": f"buy-{next(_fresh)}"},
+        ),
+        read=403,
+        ingest=201,
+        admin=201,
+        member=403,
+        other=201,
+    ),
+    ("PUT", "/v1/members/{member_id}/tier"): Row(
+        fixed("PUT", "/v1/members/m2/tier", {"tier": "jade", "reason": "regular"}),
+        read=403,
+        ingest=403,
+        admin=200,
+        member=403,
+        other=200,
+    ),
+    ("GET", "/v1/members/{member_id}/tier-history"): Row(
+        fixed("GET", "/v1/members/m1/tier-history"), read=200, ingest=403, admin=200, member=200, other=404
+    ),
     ("GET", "/v1/program/versions"): Row(
         fixed("GET", "/v1/program/versions"), read=200, ingest=403, admin=200, member=403, other=200
     ),

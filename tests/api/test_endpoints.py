@@ -133,6 +133,18 @@ def test_a_member_has_balances_tier_progress_and_soon_expiring_points(api: Api) 
         "pending": {"stars": 0, "beans": 0},
         "tier": {"key": "green", "name": "Green"},
         "next_tier": {"key": "jade", "name": "Jade", "missing": 1, "text": "1 ★ to Jade"},
+        "tier_status": {
+            "source": "earned",
+            "earned": "green",
+            "qualification": 3,
+            "qualification_text": "3 ★ in the current window",
+            "window": "lifetime",
+            "grace_until": None,
+            "paid": None,
+            "manual": None,
+            "kept": None,
+            "keep": None,
+        },
         "expiring": [
             {"currency": "beans", "amount": 10, "on": "2026-03-10", "text": "10 Beans expire on 2026-03-10"},
             {"currency": "beans", "amount": 5, "on": "2026-03-21", "text": "5 Beans expire on 2026-03-21"},

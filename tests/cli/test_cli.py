@@ -227,7 +227,7 @@ def test_validate_accepts_the_example_program() -> None:
     result = kl("validate", COFFEE)
     assert result.exit_code == 0
     assert result.stdout == (
-        f"ok {COFFEE}: program Coffee Club (coffee): 2 currencies, 2 event types, 3 rules, 3 tiers\n"
+        f"ok {COFFEE}: program Coffee Club (coffee): 2 currencies, 2 event types, 3 rules, 4 tiers\n"
     )
 
 
@@ -322,6 +322,18 @@ def test_ingest_jsonl_then_csv_and_show_the_members(ready: str, tmp_path: Path) 
         "pending": {"stars": 0, "beans": 0},
         "tier": {"key": "green", "name": "Green"},
         "next_tier": {"key": "jade", "name": "Jade", "missing": 1, "text": "1 ★ to Jade"},
+        "tier_status": {
+            "source": "earned",
+            "earned": "green",
+            "qualification": 3,
+            "qualification_text": "3 ★ in the current window",
+            "window": "lifetime",
+            "grace_until": None,
+            "paid": None,
+            "manual": None,
+            "kept": None,
+            "keep": None,
+        },
         "expiring": [],
         "display": {"stars": "3 ★", "beans": "21 Beans"},
         "privileges": [],  # Green holds none

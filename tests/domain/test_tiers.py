@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from kinloop.domain.program import Ladder, Tier
+from kinloop.domain.program import LIFETIME, Ladder, Tier
 from kinloop.domain.tiers import Progress, progress, tier_for
 from tests.domain.factories import program
 
 GREEN = Tier("green", "Green", 0)
 JADE = Tier("jade", "Jade", 400)
 GOLD = Tier("gold", "Gold", 1600)
-LADDER = Ladder("stars", "lifetime", (GREEN, JADE, GOLD))
+LADDER = Ladder("stars", LIFETIME, (GREEN, JADE, GOLD))
 # A ladder whose lowest tier must be earned.
-EARNED = Ladder("stars", "lifetime", (Tier("lv1", "Lv 1", 100), Tier("lv2", "Lv 2", 250)))
+EARNED = Ladder("stars", LIFETIME, (Tier("lv1", "Lv 1", 100), Tier("lv2", "Lv 2", 250)))
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
+from pydantic import AwareDatetime
 from sqlalchemy import Connection, select, update
 
 from kinloop.api import metrics
@@ -39,6 +40,7 @@ from kinloop.domain.errors import InvalidAmount, NotFound, ProgramInvalid
 from kinloop.program.loader import compile_program, parse_program
 from kinloop.services import explain as explain_svc
 from kinloop.services import ingest, keys, ledger, members, programs
+from kinloop.services import tiers as tier_svc
 from kinloop.services.keys import Principal
 from kinloop.store.tables import program_versions
 
@@ -268,7 +270,11 @@ def upload_version(who: Admin, conn: Conn, body: VersionIn) -> Any:
     loaded = program_of(conn, who)
     if spec.key != loaded.program.key:
         raise ProgramInvalid([_issue("key", f"this key belongs to program {loaded.program.key!r}, not {spec.key!r}")])
-    result = programs.load(conn, spec, body.source, now=utcnow(), activate=body.activate)
+    before = loaded.program
+    now = utcnow()
+    result = programs.load(conn, spec, body.source, now=now, activate=body.activate)
+    if body.activate:
+        tier_svc.on_activation(conn, before, result.loaded, now=now, keep_until=body.keep_tiers_until)
     return _version(conn, who.program_id, result.loaded.version)
 
 
@@ -279,12 +285,24 @@ def _issue(path: str, message: str) -> Any:
 
 
 @router.post("/program/versions/{version}/activate", response_model=VersionOut, summary="Make a version active")
-def activate_version(who: Admin, conn: Conn, version: int) -> Any:
+def activate_version(
+    who: Admin,
+    conn: Conn,
+    version: int,
+    keep_tiers_until: Annotated[
+        AwareDatetime | None, Query(description="when the ladder changes: members keep their tier until then")
+    ] = None,
+) -> Any:
     _version(conn, who.program_id, version)
+    before = program_of(conn, who).program
     conn.execute(
         update(program_versions)
         .where(program_versions.c.program_id == who.program_id)
         .values(active=program_versions.c.version == version)
+    )
+    now = utcnow()
+    tier_svc.on_activation(
+        conn, before, programs.active_by_id(conn, who.program_id), now=now, keep_until=keep_tiers_until
     )
     row = _version(conn, who.program_id, version)
     return {k: v for k, v in row.items() if k != "source"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 
 # Text that is stored in a text column: PostgreSQL cannot store NUL characters.
 NO_NUL = r"^[^\x00]*$"
@@ -101,6 +101,37 @@ class NextTier(BaseModel):
     text: str
 
 
+class TierTerm(BaseModel):
+    tier: str
+    name: str
+    until: str | None
+    text: str
+    locked: bool | None = None
+
+
+class TierKeep(BaseModel):
+    tier: str
+    missing: int | str
+    by: str
+    text: str
+
+
+class TierStatus(BaseModel):
+    """Where the tier comes from and what keeps it: the earned tier and its qualification in the
+    current window, grace, paid term, manual floor or lock, grandfathered tier."""
+
+    source: str | None = Field(description="where the tier comes from: earned, paid, manual or kept")
+    earned: str | None
+    qualification: int | str
+    qualification_text: str
+    window: str
+    grace_until: str | None
+    paid: TierTerm | None
+    manual: TierTerm | None
+    kept: TierTerm | None
+    keep: TierKeep | None
+
+
 class Expiring(BaseModel):
     currency: str
     amount: int | str
@@ -151,6 +182,7 @@ class MemberOut(BaseModel):
     pending: dict[str, int | str]
     tier: TierRef | None
     next_tier: NextTier | None
+    tier_status: TierStatus | None = None
     expiring: list[Expiring]
     display: dict[str, str]
     privileges: list[PrivilegeHeld] = Field(default_factory=list)
@@ -252,6 +284,9 @@ class VersionSource(VersionOut):
 class VersionIn(Model):
     source: str = Field(min_length=1, max_length=1_000_000, description="the program file, as YAML")
     activate: bool = True
+    keep_tiers_until: AwareDatetime | None = Field(
+        None, strict=False, description="when the ladder changes: members keep their current tier until then"
+    )
 
 
 class DiffOut(BaseModel):

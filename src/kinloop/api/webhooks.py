@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field
@@ -20,6 +20,8 @@ Kind = Literal[
     "award.created",
     "tier.changed",
     "points.expiring",
+    "tier.will_change",
+    "tier.expiring",
     "order.placed",
     "order.confirmed",
     "order.fulfilled",
@@ -42,7 +44,7 @@ class WebhookIn(Model):
     """A URL to notify of some kinds of messages."""
 
     url: str = Field(min_length=1, max_length=2000, examples=["https://example.com/kinloop"])
-    kinds: list[Kind] = Field(min_length=1, max_length=10, examples=[["award.created", "tier.changed"]])
+    kinds: list[Kind] = Field(min_length=1, max_length=len(get_args(Kind)), examples=[["award.created", "tier.changed"]])
     description: str | None = Field(None, max_length=200, pattern=NO_NUL)
 
 

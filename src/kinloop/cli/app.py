@@ -19,6 +19,7 @@ from kinloop.cli import leaderboard as leaderboard_cli
 from kinloop.cli import privileges as privileges_cli
 from kinloop.cli.errors import EXIT_INVALID, EXIT_REFUSED, err, handled
 from kinloop.cli.options import DbOption, JsonOption, ProgramOption
+from kinloop.cli.tiers import parse_moment, tiers_app
 from kinloop.clock import utcnow
 from kinloop.domain.errors import InvalidInput, NotInitialised
 from kinloop.program.loader import compile_program, parse_program, program_schema
@@ -44,6 +45,7 @@ app.add_typer(member_app, name="member")
 app.add_typer(bench_app, name="bench")
 keys_app = typer.Typer(help="API keys for the HTTP API.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(tiers_app, name="tiers")
 app.add_typer(privileges_cli.app, name="privileges")
 app.command("leaderboard")(leaderboard_cli.leaderboard)
 # soft_wrap: piped output and logs get whole lines, not lines cut at 80 columns.
@@ -87,8 +89,16 @@ def validate(file: Annotated[Path, typer.Argument(help="Program YAML file.")]) -
 
 @app.command()
 @handled
-def init(file: Annotated[Path, typer.Argument(help="Program YAML file.")], db: DbOption = None) -> None:
-    """Create or migrate the database and load the program (a changed file adds a version)."""
+def init(
+    file: Annotated[Path, typer.Argument(help="Program YAML file.")],
+    db: DbOption = None,
+    keep_tiers_until: Annotated[
+        str | None,
+        typer.Option("--keep-tiers-until", help="On a new version: members keep their current tier until this date."),
+    ] = None,
+) -> None:
+    """Create or migrate the database and load the program (a changed file adds a version, and every
+    member's tier is re-evaluated under its ladder)."""
     if not file.is_file():
         raise InvalidInput(f"no such file: {file}", field="file")
     text = file.read_text(encoding="utf-8")
@@ -96,8 +106,16 @@ def init(file: Annotated[Path, typer.Argument(help="Program YAML file.")], db: D
     compile_program(spec, source=str(file))
     engine = connect(db)
     migrate.upgrade(engine)
+    keep = parse_moment(keep_tiers_until, "keep_tiers_until") if keep_tiers_until else None
     with engine.begin() as conn:
-        result = programs.load(conn, spec, text, now=utcnow())
+        from kinloop.services import tiers as tier_svc
+
+        now = utcnow()
+        before = tier_svc.active_program(conn, spec.key)
+        result = programs.load(conn, spec, text, now=now)
+        moved = tier_svc.on_activation(conn, before, result.loaded, now=now, keep_until=keep)
+        if moved is not None:
+            out.print(f"tiers re-evaluated: {moved.changed:,} of {moved.members:,} members moved")
     lp = result.loaded
     if result.new_version:
         what = "loaded" if result.created_program else "new version"
@@ -203,6 +221,10 @@ def member_show(
         out.print(f"  {lp.program.currencies[key].name}: {text}")
     if view.next_tier:
         out.print(f"  {view.next_tier['text']}")
+    status = view.tier_status or {}
+    for part in ("keep", "paid", "manual", "kept"):
+        if status.get(part):
+            out.print(f"  {status[part]['text']}")
     for item in view.expiring:
         out.print(f"  [yellow]{item['text']}[/]")
     for held in view.privileges:
@@ -608,6 +630,33 @@ def bench_ingest(
         _json(result)
         return
     table = Table("figure", "value", title=f"kinloop bench ingest ({result['mode']}, {result['database']})")
+    for k, v in result.items():
+        table.add_row(k, f"{v:,.3f}" if isinstance(v, float) else str(v))
+    out.print(table)
+
+
+@bench_app.command("tiers")
+@handled
+def bench_tiers(
+    members_n: Annotated[int, typer.Option("--members", min=100, max=10_000_000)] = 100_000,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            help="Database URL (default: a temporary SQLite file). The benchmark drops and recreates its tables.",
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Build N members with a year of qualification history in bulk, then time a full tier
+    evaluation (a year-end review), beside a plain scan of the same rows."""
+    from kinloop.bench_tiers import run_tiers_bench
+
+    result = run_tiers_bench(db, members=members_n, progress_console=None if as_json else err)
+    if as_json:
+        _json(result)
+        return
+    table = Table("figure", "value", title=f"kinloop bench tiers ({result['database']})")
     for k, v in result.items():
         table.add_row(k, f"{v:,.3f}" if isinstance(v, float) else str(v))
     out.print(table)

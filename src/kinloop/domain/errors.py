@@ -46,6 +46,12 @@ class InvalidAmount(InvalidInput):
     code = "invalid_amount"
 
 
+class UnknownTier(InvalidInput):
+    """The tier is not on the program's ladder (or the program has no ladder)."""
+
+    code = "unknown_tier"
+
+
 class NotFound(KinloopError, LookupError):
     """Something named by the caller does not exist."""
 
@@ -92,6 +98,12 @@ class AlreadyReversed(Refused):
     """The event has nothing left to reverse."""
 
     code = "already_reversed"
+
+
+class NotPurchasable(Refused):
+    """The tier cannot be bought: it has no paid term."""
+
+    code = "tier_not_purchasable"
 
 
 class UnknownPrivilege(NotFound):

@@ -143,20 +143,70 @@ class Rule:
         object.__setattr__(self, "periods", tuple(p for p in PERIODS if p in used))
 
 
+WindowKind = Literal["lifetime", "rolling", "calendar_year", "anniversary_year"]
+Cadence = Literal["realtime", "monthly", "yearly", "anniversary"]
+
+
+@dataclass(frozen=True, slots=True)
+class PaidTerm:
+    """A tier that can be bought: for `term_days`, through events of type `event` or the API."""
+
+    term_days: int
+    event: str | None = None
+    remind_days: int = 7
+
+
 @dataclass(frozen=True, slots=True)
 class Tier:
     key: str
     name: str
-    threshold: int  # minor units of the ladder's currency
+    threshold: int | None  # minor units of the ladder's currency; None: never reached by earning
+    invitation_only: bool = False
+    paid: PaidTerm | None = None
+
+    @property
+    def earnable(self) -> bool:
+        return self.threshold is not None and not self.invitation_only
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Where qualification is counted: all time, the last `days` days, the calendar year, or the
+    year from the member's anniversary (join date)."""
+
+    kind: WindowKind = "lifetime"
+    days: int = 0
+
+
+LIFETIME = Window()
 
 
 @dataclass(frozen=True, slots=True)
 class Ladder:
-    """Tiers ordered from lowest to highest, qualified by a growth currency."""
+    """Tiers ordered from lowest to highest, qualified by a growth currency.
+
+    Upgrades happen at once; demotions only at a review (`cadence`), after `grace_days`, by at
+    most one level when `one_level_drop`; `warn_days` before a scheduled demotion a
+    `tier.will_change` message is written."""
 
     currency: str
-    window: Literal["lifetime"]
+    window: Window
     tiers: tuple[Tier, ...]
+    cadence: Cadence = "realtime"
+    grace_days: int = 0
+    one_level_drop: bool = False
+    warn_days: int = 0
+
+    def index(self, key: str | None) -> int:
+        """Position of a tier on the ladder; -1 for none or an unknown key."""
+        for i, t in enumerate(self.tiers):
+            if t.key == key:
+                return i
+        return -1
+
+    def get(self, key: str | None) -> Tier | None:
+        i = self.index(key)
+        return self.tiers[i] if i >= 0 else None
 
 
 PrivilegeKind = Literal["preferential", "function", "care", "service"]

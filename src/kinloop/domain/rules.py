@@ -80,6 +80,7 @@ class Award:
     amount: int
     kind: AwardKind = "rule"
     pending: Pending | None = None
+    qualifies: bool = True  # False: a growth award that does not count towards tiers
 
 
 @dataclass(frozen=True, slots=True)

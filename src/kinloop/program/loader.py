@@ -28,6 +28,7 @@ from kinloop.domain.program import (
     Ladder,
     Leaderboard,
     Limits,
+    PaidTerm,
     Pending,
     Privilege,
     Program,
@@ -35,9 +36,11 @@ from kinloop.domain.program import (
     Rate,
     Rule,
     Tier,
+    Window,
 )
 from kinloop.program.schema import (
     ExpirySpec,
+    LadderSpec,
     PendingSpec,
     PeriodLimits,
     ProgramFile,
@@ -339,7 +342,7 @@ class _Compiler:
             )
         return out
 
-    def ladder(self, currencies: Mapping[str, Currency]) -> Ladder | None:
+    def ladder(self, currencies: Mapping[str, Currency], types: Mapping[str, EventType]) -> Ladder | None:
         spec = self.spec.ladder
         if spec is None:
             return None
@@ -350,13 +353,38 @@ class _Compiler:
             self.fail("ladder.currency", f"{spec.currency!r} is a points currency; tiers qualify on a growth currency")
         self.unique([t.key for t in spec.tiers], "ladder.tiers")
         tiers = []
-        previous: Decimal | None = None
+        previous: tuple[int, Decimal] | None = None
+        buying: dict[str, int] = {}
         for i, t in enumerate(spec.tiers):
-            if previous is not None and t.threshold <= previous:
-                self.fail(f"ladder.tiers[{i}].threshold", f"must be greater than the tier before ({previous})")
-            previous = t.threshold
-            tiers.append(Tier(t.key, t.name, self.minor(t.threshold, currency, f"ladder.tiers[{i}].threshold")))
-        return Ladder(spec.currency, spec.window, tuple(tiers))
+            path = f"ladder.tiers[{i}]"
+            if t.invitation_only and t.threshold is not None:
+                self.fail(f"{path}.threshold", "an invitation-only tier is never reached by threshold; remove it")
+            elif t.threshold is None and not t.invitation_only and t.paid is None:
+                self.fail(f"{path}.threshold", "unreachable tier: give a threshold, or make it paid or invitation_only")
+            if t.threshold is not None and not t.invitation_only:
+                if previous is not None and t.threshold <= previous[1]:
+                    self.fail(f"{path}.threshold", f"must be greater than the tier before ({previous[1]})")
+                previous = (i, t.threshold)
+            paid = None
+            if t.paid is not None:
+                paid = PaidTerm(t.paid.term_days, t.paid.event, t.paid.remind_days)
+                if t.paid.event is not None:
+                    if t.paid.event not in types:
+                        self.fail(f"{path}.paid.event", f"unknown event type {t.paid.event!r}")
+                    elif t.paid.event in buying:
+                        self.fail(f"{path}.paid.event", f"already buys ladder.tiers[{buying[t.paid.event]}]")
+                    buying[t.paid.event] = i
+            threshold = None if t.threshold is None else self.minor(t.threshold, currency, f"{path}.threshold")
+            tiers.append(Tier(t.key, t.name, threshold, t.invitation_only, paid))
+        return Ladder(
+            spec.currency,
+            _window(spec),
+            tuple(tiers),
+            cadence=spec.cadence,
+            grace_days=spec.grace_days,
+            one_level_drop=spec.one_level_drop,
+            warn_days=spec.warn_days,
+        )
 
     def privileges(self, ladder: Ladder | None) -> list[Privilege]:
         self.unique([p.key for p in self.spec.privileges], "privileges")
@@ -401,6 +429,12 @@ class _Compiler:
         return out
 
 
+def _window(spec: LadderSpec) -> Window:
+    if isinstance(spec.window, str):
+        return Window(spec.window)
+    return Window("rolling", spec.window.rolling_days)
+
+
 def _comprehension_names(source: str) -> set[str]:
     # Macros such as `list.all(x, x > 0)` bind names; CEL reports them as variables too.
     names = set()
@@ -421,7 +455,7 @@ def compile_program(spec: ProgramFile, *, source: str | None = None) -> Program:
     currencies = c.currencies()
     types = c.event_types()
     rules = c.rules(currencies, types)
-    ladder = c.ladder(currencies)
+    ladder = c.ladder(currencies, types)
     privileges = c.privileges(ladder)
     leaderboards = c.leaderboards(currencies, types)
     if c.issues:

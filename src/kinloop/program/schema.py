@@ -146,18 +146,53 @@ class RuleSpec(Strict):
         return self
 
 
+class PaidSpec(Strict):
+    """A tier members can buy for a term (the "399 membership")."""
+
+    term_days: Annotated[int, Field(gt=0, le=3660)] = Field(description="length of one purchase")
+    event: Key | None = Field(None, description="event type whose events buy one term")
+    remind_days: Annotated[int, Field(ge=0, le=365)] = Field(
+        7, description="`tier.expiring` message this many days before the term ends (0: none)"
+    )
+
+
 class TierSpec(Strict):
     key: Key
     name: str = Field(min_length=1, max_length=200)
-    threshold: Annotated[Decimal, Field(ge=0)]
+    threshold: Annotated[Decimal, Field(ge=0)] | None = Field(
+        None, description="qualification value that earns the tier; omit for paid-only or invitation-only tiers"
+    )
+    invitation_only: bool = Field(False, description="never reached by threshold, only set by an operator")
+    paid: PaidSpec | None = None
+
+
+class RollingWindowSpec(Strict):
+    rolling_days: Annotated[int, Field(gt=0, le=3660)] = Field(description="the last N days, today included")
+
+
+WindowName = Literal["lifetime", "calendar_year", "anniversary_year"]
 
 
 class LadderSpec(Strict):
     currency: Key = Field(description="growth currency that qualifies members")
-    window: Literal["lifetime"] = Field(
-        "lifetime", description="qualification window; rolling and calendar windows come later"
+    window: WindowName | RollingWindowSpec = Field(
+        "lifetime",
+        description="qualification window: lifetime, calendar_year, anniversary_year (from the member's "
+        "join date) or {rolling_days: N}",
     )
-    tiers: list[TierSpec] = Field(min_length=1)
+    cadence: Literal["realtime", "monthly", "yearly", "anniversary"] = Field(
+        "realtime",
+        description="when members who fell below their tier are reviewed: at once, on the 1st of each month, "
+        "on 1 January, or on the anniversary of reaching the tier",
+    )
+    grace_days: Annotated[int, Field(ge=0, le=3660)] = Field(
+        0, description="days after a failed review before demotion"
+    )
+    one_level_drop: bool = Field(False, description="drop at most one tier per review")
+    warn_days: Annotated[int, Field(ge=0, le=365)] = Field(
+        0, description="`tier.will_change` message this many days before a scheduled demotion (0: none)"
+    )
+    tiers: list[TierSpec] = Field(min_length=1, description="lowest first")
 
 
 class QuotaSpec(Strict):

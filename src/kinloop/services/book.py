@@ -113,6 +113,15 @@ class Book:
         self._dirty_lots: dict[int, Lot] = {}
         self.entries: list[dict[str, Any]] = []
         self.movements: list[dict[str, Any]] = []
+        # Qualification for tiers: changes of the available balance of the ladder's currency, per
+        # member and local day (see `track_qualification`); off unless a ladder asks for it.
+        self._qualifying: tuple[str, Any] | None = None
+        self.qualification: dict[int, dict[int, int]] = {}
+
+    def track_qualification(self, currency: str, tz: Any) -> None:
+        """Record every change of `currency`'s available balances as qualification on the local
+        day (in `tz`) it takes effect; written to `tier_qualification` by `flush()`."""
+        self._qualifying = (currency, tz)
 
     # --- balances -------------------------------------------------------------------------
     def load_balances(self, member_pks: Iterable[int]) -> None:
@@ -206,6 +215,8 @@ class Book:
         dst: str,
         kind: str,
         effective_at: datetime,
+        *,
+        qualifies: bool = True,
         **extra: Any,
     ) -> int:
         entry_id = self.entry_ids.take()
@@ -232,6 +243,14 @@ class Book:
         row.update(extra)
         self.entries.append(row)
         self._touched.add((member_pk, currency))
+        q = self._qualifying
+        if q is not None and currency == q[0] and qualifies:
+            # The change of the available balance: releases count, pending earnings do not yet.
+            delta = ((dst == L.AVAILABLE) - (src == L.AVAILABLE)) * amount
+            if delta:
+                days = self.qualification.setdefault(member_pk, {})
+                day = effective_at.astimezone(q[1]).toordinal()
+                days[day] = days.get(day, 0) + delta
         return entry_id
 
     def earn(
@@ -246,11 +265,13 @@ class Book:
         tz: Any = None,
         kind: str = "earn",
         src: str = L.ISSUANCE,
+        qualifies: bool = True,
         **extra: Any,
     ) -> int:
-        """Credit a member: to pending when held, else available, paying off debts first."""
+        """Credit a member: to pending when held, else available, paying off debts first.
+        `qualifies=False` keeps a growth award out of tier qualification."""
         dst = L.PENDING if pending else L.AVAILABLE
-        entry_id = self._entry(member_pk, currency.key, amount, src, dst, kind, earned_at, **extra)
+        entry_id = self._entry(member_pk, currency.key, amount, src, dst, kind, earned_at, qualifies=qualifies, **extra)
         bal = self.balance(member_pk, currency.key)
         if pending:
             bal.pending += amount
@@ -567,6 +588,19 @@ class Book:
                 ],
                 ("member_pk", "currency"),
             )
+        if self.qualification:
+            from kinloop.store.tables import tier_qualification
+
+            assert self._qualifying is not None
+            cur = self._qualifying[0]
+            rows = [
+                {"member_pk": pk, "currency": cur, "day": day, "amount": amount}
+                for pk, days in sorted(self.qualification.items())
+                for day, amount in sorted(days.items())
+                if amount
+            ]
+            upsert_rows(conn, tier_qualification, rows, ("member_pk", "currency", "day"), add=("amount",))
+            self.qualification = {}
         self._existing_balances |= self._touched
         self.entries = []
         self.movements = []

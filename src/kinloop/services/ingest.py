@@ -23,10 +23,10 @@ from kinloop.domain.events import Event, parse_event
 from kinloop.domain.periods import period_key
 from kinloop.domain.program import PERIODS, Program
 from kinloop.domain.rules import Evaluation, apply, evaluate
-from kinloop.domain.tiers import tier_for
 from kinloop.services import leaderboards as leaderboard_svc
 from kinloop.services import members as member_svc
 from kinloop.services import outbox
+from kinloop.services import tiers as tier_svc
 from kinloop.services.book import Book, chunks
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.bulk import insert_rows, select_in
@@ -178,6 +178,8 @@ def _book_events(
         existing.update(_existing(conn, loaded.program_id, sorted({e.event_id for e in fresh})))
     book = Book(conn, loaded.program_id, loaded.version_id, now)
     states = member_svc.load_states(conn, program, rows.values(), book, _period_keys(program, [e for _, e in parsed]))
+    tier_svc.track(book, program)
+    realtime = tier_svc.Realtime.start(conn, loaded, book, rows.values(), [e for _, e in parsed], now)
     # The first submitted copy of an event id is the event; later copies are duplicates of it,
     # whatever time they claim.
     firsts: dict[str, int] = {}
@@ -205,7 +207,6 @@ def _book_events(
     event_ids = _Ids(conn, events_table)
     event_ids.reserve(sum(1 for _, e in parsed if e.event_id not in existing))
     book.entry_ids.reserve(2 * len(parsed))
-    ladder = program.ladder
     tz = program.timezone
     scores = leaderboard_svc.Scores.of(program, loaded.program_id)
     for index, ev in parsed:
@@ -236,6 +237,7 @@ def _book_events(
                 event_pk=ev_pk,
                 rule=award.rule,
                 award_kind=award.kind,
+                qualifies=award.qualifies,
             )
             award_rows.append([award.rule, award.currency, award.amount, award.kind, award.pending is not None])
         if scores is not None:
@@ -250,9 +252,8 @@ def _book_events(
             bonus_moves.append((pk, evaluation, ev_pk))
         activity_keys.add((pk, ev.type))
         tier_change = None
-        if ladder is not None:
-            reached = tier_for(ladder, state.balances.get(ladder.currency, 0))
-            new_tier = reached.key if reached else None
+        if realtime is not None and realtime.concerns(ev, evaluation.awards, state.tier, releases=ev.type in releases):
+            new_tier = realtime.after_event(pk, ev)
             if new_tier != state.tier:
                 tier_change = [state.tier, new_tier]
                 tier_rows.append(
@@ -298,6 +299,8 @@ def _book_events(
         _move_bonuses(conn, book, program, pk, evaluation, ev_pk, now, scores, rows[evaluation.event.member_id])
     book.flush()
     member_svc.save_states(conn, states, activity_keys, usage_keys, first_keys)
+    if realtime is not None:
+        realtime.save()
     if scores is not None:
         scores.flush(conn)
     if tier_rows:

@@ -23,13 +23,12 @@ from kinloop.domain.errors import (
 )
 from kinloop.domain.program import Currency, Program
 from kinloop.domain.rules import base_amount
-from kinloop.domain.tiers import tier_for
 from kinloop.services import leaderboards as leaderboard_svc
 from kinloop.services import members as member_svc
-from kinloop.services import outbox
+from kinloop.services import tiers as tier_svc
 from kinloop.services.book import Book, lock_members
 from kinloop.services.programs import LoadedProgram, version_program
-from kinloop.store.tables import audit_log, entries, events, lots, members, tier_changes
+from kinloop.store.tables import audit_log, entries, events, lots, members
 
 
 def currency_of(program: Program, key: str) -> Currency:
@@ -133,6 +132,7 @@ def spend(
         if found:
             return found
     book = Book(conn, loaded.program_id, loaded.version_id, now)
+    tier_svc.track(book, program)
     entry_id = book.debit(
         member.pk,
         currency,
@@ -182,6 +182,7 @@ def adjust(
         if found:
             return found
     book = Book(conn, loaded.program_id, loaded.version_id, now)
+    tier_svc.track(book, program)
     extra: dict[str, Any] = {"idempotency_key": key, "reason": reason, "actor": actor}
     if signed > 0:
         entry_id = book.earn(
@@ -245,30 +246,13 @@ def _retier(
     event_pk: int | None = None,
 ) -> tuple[str | None, str | None] | None:
     """Re-evaluate a member's tier after the growth balance changed."""
-    ladder = program.ladder
-    if ladder is None:
+    if program.ladder is None:
         return None
-    reached = tier_for(ladder, book.balance(member_pk, ladder.currency).available)
-    new = reached.key if reached else None
+    new = tier_svc.settle(conn, program, member_pk, current, now)
     if new == current:
         return None
-    conn.execute(update(members).where(members.c.id == member_pk).values(tier=new))
-    change_id = conn.execute(
-        tier_changes.insert()
-        .values(member_pk=member_pk, from_tier=current, to_tier=new, reason=reason, event_pk=event_pk, at=now)
-        .returning(tier_changes.c.id)
-    ).scalar_one()
-    outbox.tier_change_recorded(
-        conn,
-        book.program_id,
-        program,
-        change_id=change_id,
-        member_pk=member_pk,
-        from_tier=current,
-        to_tier=new,
-        reason=reason,
-        event_pk=event_pk,
-        now=now,
+    tier_svc.record_change(
+        conn, book.program_id, program, member_pk, current, new, reason=reason, now=now, event_pk=event_pk
     )
     return current, new
 
@@ -345,6 +329,7 @@ def reverse(
         raise AlreadyReversed(f"event {event_id!r} has nothing left to reverse")
     targets, refunded_after = _targets(rules_program, ev.attributes, earned, amount, refunded_before)
     book = Book(conn, loaded.program_id, loaded.version_id, now)
+    tier_svc.track(book, program)
     clawed: dict[str, int] = {}
     clawed_total: dict[str, int] = {}  # recovered or written off: what the event no longer earned
     lost: dict[str, int] = {}
@@ -469,6 +454,7 @@ def expire(conn: Connection, loaded: LoadedProgram, *, now: datetime, limit: int
         return expired
     lock_members(conn, due)
     book = Book(conn, loaded.program_id, None, now)
+    tier_svc.track(book, program)
     # Re-read under the lock: another run may have expired these lots in the meantime.
     rows = conn.execute(
         select(lots.c.id, lots.c.member_pk, lots.c.currency)
@@ -508,6 +494,7 @@ def release(conn: Connection, loaded: LoadedProgram, *, now: datetime, limit: in
         return released
     lock_members(conn, due)
     book = Book(conn, loaded.program_id, None, now)
+    tier_svc.track(book, program)
     rows = conn.execute(
         select(lots.c.id, lots.c.member_pk, lots.c.currency, lots.c.pending_until)
         .where(lots.c.member_pk.in_(due), lots.c.status == "pending", lots.c.pending_until <= now)

@@ -16,7 +16,6 @@ from kinloop.domain.amounts import from_minor
 from kinloop.domain.errors import InvalidInput, UnknownMember
 from kinloop.domain.program import Program
 from kinloop.domain.rules import Activity, FirstAward, MemberState, Usage
-from kinloop.domain.tiers import progress
 from kinloop.services.book import Book, chunks, lock_members
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.bulk import select_in, upsert_rows
@@ -170,6 +169,7 @@ class MemberView:
     expiring: list[dict[str, Any]]
     profile: Mapping[str, Any]
     privileges: list[dict[str, Any]] = field(default_factory=list)
+    tier_status: dict[str, Any] | None = None
     holds: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
@@ -179,6 +179,7 @@ class MemberView:
             "pending": self.pending,
             "tier": self.tier,
             "next_tier": self.next_tier,
+            "tier_status": self.tier_status,
             "expiring": self.expiring,
             "display": self.display,
             "privileges": self.privileges,
@@ -204,29 +205,18 @@ def show(
         bal_json[key] = _number(avail, currency.decimals)
         pend_json[key] = _number(pend, currency.decimals)
         display[key] = currency.display(avail) + (f" (+{currency.display(pend)} pending)" if pend else "")
-    tier = None
-    next_tier = None
-    if program.ladder is not None:
-        ladder = program.ladder
-        currency = program.currencies[ladder.currency]
-        prog = progress(ladder, amounts.get(ladder.currency, (0, 0))[0])
-        current = next((t for t in ladder.tiers if t.key == row.tier), prog.tier)
-        if current is not None:
-            tier = {"key": current.key, "name": current.name}
-        if prog.next is not None:
-            next_tier = {
-                "key": prog.next.key,
-                "name": prog.next.name,
-                "missing": _number(prog.missing, currency.decimals),
-                "text": f"{currency.display(prog.missing)} to {prog.next.name}",
-            }
+    from kinloop.services import tiers as tier_svc
+
+    tier, next_tier, tier_status = tier_svc.view(conn, loaded, row, now)
     expiring = _expiring(conn, program, row.pk, now + timedelta(days=expiring_days))
     from kinloop.services import privileges
     from kinloop.services.holds import held_of  # holds build on this module: imported here
 
     held = privileges.held(conn, program, row, now=now) if program.privileges else []
     holds = held_of(conn, program, row.pk, now)
-    return MemberView(row.member_id, tier, bal_json, pend_json, display, next_tier, expiring, row.profile, held, holds)
+    return MemberView(
+        row.member_id, tier, bal_json, pend_json, display, next_tier, expiring, row.profile, held, tier_status, holds
+    )
 
 
 def _number(minor: int, decimals: int) -> int | str:

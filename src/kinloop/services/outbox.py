@@ -32,6 +32,8 @@ from kinloop.store.tables import events, members, outbox, webhook_deliveries, we
 AWARD_CREATED = "award.created"
 TIER_CHANGED = "tier.changed"
 POINTS_EXPIRING = "points.expiring"
+TIER_WILL_CHANGE = "tier.will_change"
+TIER_EXPIRING = "tier.expiring"
 ORDER_KINDS = (
     "order.placed",
     "order.confirmed",
@@ -40,7 +42,7 @@ ORDER_KINDS = (
     "order.cancelled",
     "order.refunded",
 )
-KINDS = (AWARD_CREATED, TIER_CHANGED, POINTS_EXPIRING, *ORDER_KINDS)
+KINDS = (AWARD_CREATED, TIER_CHANGED, POINTS_EXPIRING, TIER_WILL_CHANGE, TIER_EXPIRING, *ORDER_KINDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +329,44 @@ def points_expiring(program: Program, *, member_id: str, currency_key: str, amou
             "amount": json_amount(amount, currency.decimals),
             "expires_on": on.isoformat(),
             "text": f"{currency.display(amount)} expire on {on.isoformat()}",
+        },
+    )
+
+
+def _tier_name(program: Program, key: str | None) -> str:
+    tier = program.ladder.get(key) if program.ladder else None
+    return tier.name if tier else (key or "no tier")
+
+
+def tier_will_change(
+    program: Program, *, member_id: str, from_tier: str | None, to_tier: str | None, on: date
+) -> Message:
+    """A demotion is scheduled (one message per member, scheduled date and destination)."""
+    return Message(
+        TIER_WILL_CHANGE,
+        f"{member_id}\x1f{from_tier}\x1f{to_tier}\x1f{on.isoformat()}",
+        {
+            "member_id": member_id,
+            "from": {"key": from_tier, "name": _tier_name(program, from_tier)} if from_tier else None,
+            "to": {"key": to_tier, "name": _tier_name(program, to_tier)} if to_tier else None,
+            "on": on.isoformat(),
+            "text": f"{_tier_name(program, from_tier)} ends on {on.isoformat()} "
+            f"(moving to {_tier_name(program, to_tier)}) unless requalified",
+        },
+    )
+
+
+def tier_expiring(program: Program, *, member_id: str, tier: str, ends_at: datetime) -> Message:
+    """A paid tier's term ends soon (one message per member, tier and end of term)."""
+    on = ends_at.astimezone(program.timezone).date()
+    return Message(
+        TIER_EXPIRING,
+        f"{member_id}\x1f{tier}\x1f{ends_at.isoformat()}",
+        {
+            "member_id": member_id,
+            "tier": {"key": tier, "name": _tier_name(program, tier)},
+            "ends_at": ends_at.isoformat(),
+            "text": f"{_tier_name(program, tier)} membership ends on {on.isoformat()}",
         },
     )
 

@@ -122,13 +122,20 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
         cur.executemany(sql, _tuples(table, columns, rows, dialect))
 
 
-def upsert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> None:
-    """INSERT many rows, overwriting the other columns of rows whose `keys` already exist."""
+def upsert_rows(
+    conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str], *, add: Sequence[str] = ()
+) -> None:
+    """INSERT many rows, overwriting the other columns of rows whose `keys` already exist (or,
+    for the columns in `add`, adding the new value to the stored one)."""
     if not rows:
         return
     dialect = conn.dialect.name
     columns = list(rows[0])
-    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keys)
+    updates = ", ".join(
+        f"{c} = {table.name}.{c} + excluded.{c}" if c in add else f"{c} = excluded.{c}"
+        for c in columns
+        if c not in keys
+    )
     conflict = f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
     if dialect == "postgresql":
         # The rows upserted here are narrow (numbers and keys): one statement over arrays

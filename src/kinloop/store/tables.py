@@ -423,6 +423,64 @@ leaderboard_scores = Table(
     ),
 )
 
+# --- tiers ----------------------------------------------------------------------------------
+# Qualification sums per member, currency and local day (a date ordinal): the realtime upgrade
+# in ingest and the periodic review both read a window of them with one set-based query.
+# Written for every batch that earns growth: no foreign key (a trigger per row), like `entries`.
+
+tier_qualification = Table(
+    "tier_qualification",
+    metadata,
+    Column("member_pk", Id, primary_key=True),
+    Column("currency", String(64), primary_key=True),
+    Column("day", Integer, primary_key=True),
+    Column("amount", BigInteger, nullable=False),
+)
+
+# What decides a member's tier besides `members.tier` (the effective tier): the earned tier and
+# when it was reached, the grace period, the paid term, the manual floor or lock, and the tier
+# kept by grandfathering. A member without a row has earned `members.tier` and nothing else.
+tier_status = Table(
+    "tier_status",
+    metadata,
+    Column("member_pk", Id, ForeignKey("members.id"), primary_key=True),
+    Column("earned", String(64)),
+    Column("reached_on", Integer),  # date ordinal
+    Column("grace_until", Integer),  # date ordinal
+    Column("paid", String(64)),
+    Column("paid_until", UTCDateTime),
+    Column("manual", String(64)),
+    Column("manual_until", UTCDateTime),
+    Column("locked", Boolean, nullable=False, default=False),
+    Column("kept", String(64)),
+    Column("kept_until", UTCDateTime),
+)
+
+tier_purchases = Table(
+    "tier_purchases",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("program_id", Id, ForeignKey("programs.id"), nullable=False),
+    Column("member_pk", Id, ForeignKey("members.id"), nullable=False, index=True),
+    Column("tier", String(64), nullable=False),
+    Column("starts_at", UTCDateTime, nullable=False),
+    Column("ends_at", UTCDateTime, nullable=False),
+    # `event:<event_id>` for purchases by event, the caller's key for the API.
+    Column("idempotency_key", String(200), nullable=False),
+    Column("actor", String(200)),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("program_id", "idempotency_key"),
+)
+
+# The last day `kinloop tiers evaluate` ran for a program: reviews fall between two runs.
+tier_runs = Table(
+    "tier_runs",
+    metadata,
+    Column("program_id", Id, ForeignKey("programs.id"), primary_key=True),
+    Column("evaluated_on", Integer, nullable=False),  # date ordinal, program time zone
+    Column("evaluated_at", UTCDateTime, nullable=False),
+)
+
 # --- mall, orders and holds -------------------------------------------------------------------
 # Rewards are rows, not program-file entries: operators change stock and prices daily.
 rewards = Table(
