@@ -44,7 +44,9 @@ class WebhookIn(Model):
     """A URL to notify of some kinds of messages."""
 
     url: str = Field(min_length=1, max_length=2000, examples=["https://example.com/kinloop"])
-    kinds: list[Kind] = Field(min_length=1, max_length=len(get_args(Kind)), examples=[["award.created", "tier.changed"]])
+    kinds: list[Kind] = Field(
+        min_length=1, max_length=len(get_args(Kind)), examples=[["award.created", "tier.changed"]]
+    )
     description: str | None = Field(None, max_length=200, pattern=NO_NUL)
 
 
