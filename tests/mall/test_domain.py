@@ -87,7 +87,7 @@ def test_reward_checks_name_each_field() -> None:
         "price: must be greater than 0, got 0",
         "stock: must be 0 or more (leave it out for unlimited), got -1",
         "limit.count: must be 1 or more, got 0",
-        "tiers[1]: unknown tier 'platinum' (this program has: green, jade, gold)",
+        "tiers[1]: unknown tier 'platinum' (this program has: green, jade, gold, reserve)",
         "uses_codes: only digital rewards issue codes",
     ]
 

@@ -223,7 +223,7 @@ def test_bad_rewards_are_refused_with_every_reason(engine: Engine, coffee: Loade
         "currency: Stars is a growth currency: it qualifies for tiers and is never spent; "
         "price: must be greater than 0, got -5; "
         "stock: must be 0 or more (leave it out for unlimited), got -1; "
-        "tiers[0]: unknown tier 'platinum' (this program has: green, jade, gold)"
+        "tiers[0]: unknown tier 'platinum' (this program has: green, jade, gold, reserve)"
     )
 
 
