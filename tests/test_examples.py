@@ -141,36 +141,45 @@ def sign_ins(first: date, n: int, prefix: str = "s") -> list[dict[str, Any]]:
     return [event(f"{prefix}{day.isoformat()}", "sign_in", f"{day.isoformat()}T02:00:00Z") for day in days(first, n)]
 
 
+def ladder_points(n: int) -> int:
+    """Points for n consecutive sign-ins on the EV ladder: 5 a day, 10 on every 7th day."""
+    return 5 * n + 5 * (n // 7)
+
+
 def test_ev_100_consecutive_sign_ins_earn_10_n_once(engine: Engine, ev: LoadedProgram) -> None:
     start = date(2025, 11, 1)
     feed(engine, ev, sign_ins(start, 99))
-    assert view(engine, ev).balances == {"points": 99 * 5, "value": 0}
+    assert view(engine, ev).balances == {"points": ladder_points(99), "value": 0}
     day_100 = start + timedelta(days=99)
     feed(engine, ev, sign_ins(day_100, 1))
-    assert view(engine, ev).balances == {"points": 100 * 5, "value": 10}
-    assert statuses(engine, ev, f"s{day_100}") == {"daily_sign_in": "awarded", "sign_in_100_days": "awarded"}
+    assert view(engine, ev).balances == {"points": ladder_points(100), "value": 10}
+    with engine.connect() as conn:
+        stored = explain.explain(conn, ev, f"s{day_100}")
+    assert [(e["rule"], e["currency"], e["amount"]) for e in stored.entries] == [
+        ("checkin", "points", 5),
+        ("checkin", "value", 10),
+    ]
     # Opening the app again on day 100 keeps the streak at 100 but earns nothing more.
     feed(engine, ev, [event("again", "sign_in", f"{day_100}T09:00:00Z")])
-    assert statuses(engine, ev, "again") == {"daily_sign_in": "limit_reached", "sign_in_100_days": "limit_reached"}
+    assert view(engine, ev).balances == {"points": ladder_points(100), "value": 10}
     feed(engine, ev, sign_ins(day_100 + timedelta(days=1), 1))
-    assert view(engine, ev).balances == {"points": 101 * 5, "value": 10}
-    assert statuses(engine, ev, f"s{day_100 + timedelta(days=1)}")["sign_in_100_days"] == "condition_false"
+    assert view(engine, ev).balances == {"points": ladder_points(101), "value": 10}
 
 
 def test_ev_100_sign_ins_with_a_gap_earn_no_value(engine: Engine, ev: LoadedProgram) -> None:
     start = date(2025, 11, 1)
     feed(engine, ev, sign_ins(start, 50) + sign_ins(start + timedelta(days=51), 50))
-    assert view(engine, ev).balances == {"points": 100 * 5, "value": 0}
+    assert view(engine, ev).balances == {"points": 2 * ladder_points(50), "value": 0}
 
 
 def test_ev_a_late_sign_in_for_an_earlier_day_does_not_repeat_the_milestone(engine: Engine, ev: LoadedProgram) -> None:
     start = date(2025, 11, 1)
     feed(engine, ev, sign_ins(start, 100))
-    assert view(engine, ev).balances == {"points": 500, "value": 10}
+    assert view(engine, ev).balances == {"points": ladder_points(100), "value": 10}
     # A second sign-in on day 99, delivered after day 100: the streak on day 99 was 99.
     day_99 = start + timedelta(days=98)
     feed(engine, ev, [event("late", "sign_in", f"{day_99}T05:00:00Z")])
-    assert view(engine, ev).balances == {"points": 500, "value": 10}
+    assert view(engine, ev).balances == {"points": ladder_points(100), "value": 10}
 
 
 def test_ev_first_car_earns_1000_n_and_each_repurchase_500_n(engine: Engine, ev: LoadedProgram) -> None:

@@ -163,6 +163,13 @@ ROWS: dict[tuple[str, str], Row] = {
         member=403,
         other=404,
     ),
+    # Coffee has no daily check-in: a caller who may check members in gets 409, and nothing is written.
+    ("POST", "/v1/members/{member_id}/check-ins"): Row(
+        fixed("POST", "/v1/members/m2/check-ins", {}), read=403, ingest=409, admin=409, member=403, other=409
+    ),
+    ("GET", "/v1/program/campaigns"): Row(
+        fixed("GET", "/v1/program/campaigns"), read=200, ingest=403, admin=200, member=403, other=200
+    ),
     ("POST", "/v1/members/{member_id}/tier-purchases"): Row(
         lambda _api, _kind: (
             "POST",

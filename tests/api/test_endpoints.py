@@ -150,6 +150,28 @@ def test_a_member_has_balances_tier_progress_and_soon_expiring_points(api: Api) 
             {"currency": "beans", "amount": 5, "on": "2026-03-21", "text": "5 Beans expire on 2026-03-21"},
         ],
         "display": {"stars": "3 ★", "beans": "15 Beans"},
+        "checkin": None,  # coffee has no daily check-in section
+        "campaigns": {
+            "active": [],  # NOW is a Sunday; the member day is on Wednesdays
+            "next": {
+                "key": "member_day",
+                "name": "Member day",
+                "status": "upcoming",
+                "schedule": "every Wednesday",
+                "starts_at": None,
+                "ends_at": None,
+                "member_day": {"weekday": "wednesday", "day_of_month": None},
+                "next_start": "2026-03-04T00:00:00+01:00",
+                "multiplier": "2",
+                "bonus": None,
+                "tiers": [],
+                "condition": None,
+                "rules": ["purchase_beans"],
+                "currencies": [],
+                "budget": None,
+                "text": "Member day: ×2 every Wednesday",
+            },
+        },
         "privileges": [],  # Green holds none
         "profile": {},
         "holds": {"held": {}, "text": {}, "active": []},

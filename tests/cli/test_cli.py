@@ -11,7 +11,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -148,9 +148,9 @@ def populated(ready: str, tmp_path: Path) -> str:
     csv = write_csv(
         tmp_path / "events.csv",
         [
-            "c1,m1,purchase,2025-06-04T09:00:00Z,80",  # 1 ★, 8 Beans
-            "c2,m2,check_in,2025-06-04T09:00:00Z,",  # 1 Bean
-            "c3,m2,check_in,2025-06-04T18:00:00Z,",  # same day in Paris: the limit says no
+            "c1,m1,purchase,2025-06-05T09:00:00Z,80",  # 1 ★, 8 Beans
+            "c2,m2,check_in,2025-06-05T09:00:00Z,",  # 1 Bean
+            "c3,m2,check_in,2025-06-05T18:00:00Z,",  # same day in Paris: the limit says no
         ],
     )
     for path in (jsonl, csv):
@@ -297,9 +297,9 @@ def test_ingest_jsonl_then_csv_and_show_the_members(ready: str, tmp_path: Path) 
     csv = write_csv(
         tmp_path / "events.csv",
         [
-            "c1,m1,purchase,2025-06-04T09:00:00Z,80",
-            "c2,m2,check_in,2025-06-04T09:00:00Z,",
-            "c3,m2,check_in,2025-06-04T18:00:00Z,",
+            "c1,m1,purchase,2025-06-05T09:00:00Z,80",
+            "c2,m2,check_in,2025-06-05T09:00:00Z,",
+            "c3,m2,check_in,2025-06-05T18:00:00Z,",
         ],
     )
     result = kl("ingest", csv, "--db", ready, "--json")
@@ -316,7 +316,9 @@ def test_ingest_jsonl_then_csv_and_show_the_members(ready: str, tmp_path: Path) 
         "awarded": {"stars": 1, "beans": 9},
     }
 
-    assert show(ready, "m1") == {
+    m1 = show(ready, "m1")
+    campaigns = m1.pop("campaigns")
+    assert m1 == {
         "member_id": "m1",
         "balances": {"stars": 3, "beans": 21},
         "pending": {"stars": 0, "beans": 0},
@@ -336,10 +338,13 @@ def test_ingest_jsonl_then_csv_and_show_the_members(ready: str, tmp_path: Path) 
         },
         "expiring": [],
         "display": {"stars": "3 ★", "beans": "21 Beans"},
+        "checkin": None,
         "privileges": [],  # Green holds none
         "profile": {},
         "holds": {"held": {}, "text": {}, "active": []},
     }
+    # The clock says Sunday 1 March 2026: the next member day is Wednesday the 4th.
+    assert (campaigns["active"], campaigns["next"]["next_start"]) == ([], "2026-03-04T00:00:00+01:00")
     m2 = show(ready, "m2")
     assert (m2["balances"], m2["tier"]) == ({"stars": 0, "beans": 5}, {"key": "green", "name": "Green"})
 
@@ -786,7 +791,7 @@ def test_a_csv_saved_with_a_byte_order_mark_is_read(ready: str, tmp_path: Path) 
     """Spreadsheets save "CSV UTF-8" with a byte order mark before the header."""
     path = tmp_path / "excel.csv"
     path.write_bytes(
-        b"\xef\xbb\xbfevent_id,member_id,type,occurred_at,amount\nb1,m1,purchase,2025-06-04T09:00:00Z,80\n"
+        b"\xef\xbb\xbfevent_id,member_id,type,occurred_at,amount\nb1,m1,purchase,2025-06-05T09:00:00Z,80\n"
     )
     result = kl("ingest", path, "--db", ready)
     assert result.stderr == ""
@@ -944,10 +949,14 @@ def test_an_unsupported_database_url() -> None:
 # --- resumability --------------------------------------------------------------------------
 
 
+# June 2025 without its Wednesdays: coffee's member day would double the Beans.
+JUNE_DAYS = [d for d in range(1, 29) if date(2025, 6, d).weekday() != 2]
+
+
 def many_purchases(first: int, last: int) -> list[dict[str, Any]]:
     """Purchases numbered first..last for 20 members; purchase n is worth n Beans and n // 5 Stars."""
     return [
-        purchase(f"p{n:05d}", f"m{n % 20:02d}", n * 10, f"2025-06-{1 + n % 28:02d}T09:{n % 60:02d}:00Z")
+        purchase(f"p{n:05d}", f"m{n % 20:02d}", n * 10, f"2025-06-{JUNE_DAYS[n % 24]:02d}T09:{n % 60:02d}:00Z")
         for n in range(first, last + 1)
     ]
 
@@ -1003,7 +1012,8 @@ def test_appending_to_a_small_file_resumes_after_the_last_ingested_line(ready: s
 
 
 def test_a_grown_csv_file_resumes_after_the_last_ingested_row(ready: str, tmp_path: Path) -> None:
-    rows = [f"p{n},m{n % 3},purchase,2025-06-0{n}T09:00:00Z,{n * 10}" for n in range(1, 6)]
+    # 1 to 5 May 2025: no Wednesday, so no member day doubling the Beans.
+    rows = [f"p{n},m{n % 3},purchase,2025-05-0{n}T09:00:00Z,{n * 10}" for n in range(1, 6)]
     path = write_csv(tmp_path / "events.csv", rows[:3])
     assert summary_counts(kl("ingest", path, "--db", ready).stdout) == (3, 0, 0)
     with path.open("a") as f:

@@ -185,6 +185,10 @@ class MemberOut(BaseModel):
     tier_status: TierStatus | None = None
     expiring: list[Expiring]
     display: dict[str, str]
+    checkin: dict[str, Any] | None = Field(
+        None, description="streak, checked in today, next reward and milestone, make-up cards left"
+    )
+    campaigns: dict[str, Any] | None = Field(None, description="campaigns running now for this member, and the next")
     privileges: list[PrivilegeHeld] = Field(default_factory=list)
     profile: dict[str, Any] = Field(default_factory=dict)
     holds: HoldsOut

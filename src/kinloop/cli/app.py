@@ -17,6 +17,7 @@ from sqlalchemy import Engine, inspect
 
 from kinloop.cli import leaderboard as leaderboard_cli
 from kinloop.cli import privileges as privileges_cli
+from kinloop.cli.campaigns import campaigns_app
 from kinloop.cli.errors import EXIT_INVALID, EXIT_REFUSED, err, handled
 from kinloop.cli.options import DbOption, JsonOption, ProgramOption
 from kinloop.cli.tiers import parse_moment, tiers_app
@@ -45,6 +46,7 @@ app.add_typer(member_app, name="member")
 app.add_typer(bench_app, name="bench")
 keys_app = typer.Typer(help="API keys for the HTTP API.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(campaigns_app, name="campaigns")
 app.add_typer(tiers_app, name="tiers")
 app.add_typer(privileges_cli.app, name="privileges")
 app.command("leaderboard")(leaderboard_cli.leaderboard)
@@ -227,6 +229,10 @@ def member_show(
             out.print(f"  {status[part]['text']}")
     for item in view.expiring:
         out.print(f"  [yellow]{item['text']}[/]")
+    if view.checkin:
+        out.print(f"  Check-in: {view.checkin['text']}; next {view.checkin['next_reward']['text']}")
+    for running in (view.campaigns or {}).get("active", []):
+        out.print(f"  [green]{running['text']}[/]")
     for held in view.privileges:
         out.print(f"  {held['name']}: {held['text']}", markup=False)
 

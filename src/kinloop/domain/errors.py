@@ -100,6 +100,18 @@ class AlreadyReversed(Refused):
     code = "already_reversed"
 
 
+class CheckinNotOffered(Refused):
+    """The program has no daily check-in."""
+
+    code = "checkin_not_offered"
+
+
+class MakeupRefused(Refused):
+    """A make-up card cannot be used for that day (none left, or not a missed day)."""
+
+    code = "makeup_refused"
+
+
 class NotPurchasable(Refused):
     """The tier cannot be bought: it has no paid term."""
 

@@ -134,6 +134,7 @@ class Rule:
     valid_from: datetime | None = None
     valid_to: datetime | None = None
     pending: Pending | None = None
+    budget: int | None = None  # the most this rule gives all members together, in minor units
 
     periods: tuple[Period, ...] = field(init=False, repr=False, compare=False)
     """The periods whose usage this rule must track."""
@@ -163,6 +164,9 @@ class Tier:
     threshold: int | None  # minor units of the ladder's currency; None: never reached by earning
     invitation_only: bool = False
     paid: PaidTerm | None = None
+    # Multiplies what earning rules give its members in points currencies (not growth: a
+    # tier that multiplied its own qualification would feed on itself).
+    multiplier: Decimal = Decimal(1)
 
     @property
     def earnable(self) -> bool:
@@ -254,6 +258,84 @@ class Leaderboard:
 
 
 @dataclass(frozen=True, slots=True)
+class Grant:
+    """A fixed amount of a currency, in minor units."""
+
+    currency: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class Milestone:
+    """A bonus for reaching `days` consecutive check-in days; `once`: only the first time ever."""
+
+    days: int
+    grant: Grant
+    once: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Checkin:
+    """Daily check-in: which event type it is, the reward ladder and what else it gives."""
+
+    event_type: str
+    currency: str
+    ladder: tuple[int, ...]  # minor units for day 1, 2, ... of a streak
+    after_ladder: Literal["cycle", "hold"] = "cycle"
+    milestones: tuple[Milestone, ...] = ()
+    first_day_gift: Grant | None = None
+    makeup_cards_per_month: int = 0
+    counts_toward_tiers: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class MemberDay:
+    """A recurring day in the program's time zone: a weekday (0 = Monday) or a day of the month."""
+
+    weekday: int | None = None
+    day_of_month: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignBonus:
+    """A fixed award for an event type while the campaign runs (`condition` over event and member)."""
+
+    event_type: str
+    grant: Grant
+    condition: Condition | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Campaign:
+    """A time-boxed change to earning: a multiplier on rules' awards and/or a bonus for a behaviour."""
+
+    key: str
+    name: str
+    starts_at: datetime | None = None  # inclusive
+    ends_at: datetime | None = None  # exclusive
+    member_day: MemberDay | None = None
+    multiplier: Decimal | None = None
+    bonus: CampaignBonus | None = None
+    tiers: frozenset[str] = frozenset()  # empty: members of any tier, or none
+    condition: Condition | None = None  # over `member`
+    rules: frozenset[str] = frozenset()  # empty: every rule
+    currencies: frozenset[str] = frozenset()  # empty: every currency
+    budget: int | None = None  # minor units of its one currency
+    budget_currency: str | None = None
+
+
+Stacking = Literal["multiply", "add", "highest"]
+
+
+@dataclass(frozen=True, slots=True)
+class Multipliers:
+    """How tier and campaign multipliers combine, and the most they may multiply by together."""
+
+    stacking: Stacking = "multiply"
+    cap: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Program:
     key: str
     name: str
@@ -265,9 +347,37 @@ class Program:
     rules_by_type: Mapping[str, tuple[Rule, ...]] = field(default_factory=dict)
     privileges: tuple[Privilege, ...] = ()
     leaderboards: tuple[Leaderboard, ...] = ()
+    checkin: Checkin | None = None
+    campaigns: tuple[Campaign, ...] = ()
+    multipliers: Multipliers = Multipliers()
+
+    boosted: bool = field(init=False, repr=False, compare=False)
+    """Whether any award can be multiplied or budgeted: when not, earning costs nothing more."""
+    budget_keys: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        tiers = self.ladder.tiers if self.ladder else ()
+        boosted = any(t.multiplier != 1 for t in tiers) or any(c.multiplier is not None for c in self.campaigns)
+        budgets = [budget_key("rule", r.key) for r in self.rules if r.budget is not None]
+        budgets += [budget_key("campaign", c.key) for c in self.campaigns if c.budget is not None]
+        object.__setattr__(self, "boosted", boosted or bool(budgets))
+        object.__setattr__(self, "budget_keys", tuple(sorted(budgets)))
 
     def rule(self, key: str) -> Rule | None:
         for r in self.rules:
             if r.key == key:
                 return r
         return None
+
+    def campaign(self, key: str) -> Campaign | None:
+        return next((c for c in self.campaigns if c.key == key), None)
+
+    def tier(self, key: str | None) -> Tier | None:
+        if key is None or self.ladder is None:
+            return None
+        return next((t for t in self.ladder.tiers if t.key == key), None)
+
+
+def budget_key(kind: Literal["rule", "campaign"], key: str) -> str:
+    """The name of a budget row: `rule:<key>` or `campaign:<key>`."""
+    return f"{kind}:{key}"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -11,9 +11,11 @@ from typing import Any, Literal
 import cel
 
 from kinloop.domain.amounts import round_minor, scale
+from kinloop.domain.campaigns import Factor, active_campaigns, combine, covers, is_active, scaled, take, targets
+from kinloop.domain.checkin import NO_CHECKINS, CheckinResult, CheckinState, check_in, member_zone
 from kinloop.domain.events import Event
 from kinloop.domain.periods import local_day, next_streak, period_key, streak_on
-from kinloop.domain.program import Currency, Pending, Program, Rule
+from kinloop.domain.program import Campaign, Currency, Multipliers, Pending, Program, Rule, budget_key
 
 Status = Literal[
     "awarded",
@@ -26,8 +28,9 @@ Status = Literal[
     "no_longer_valid",
     "zero",
     "missing_attribute",
+    "budget_spent",
 ]
-AwardKind = Literal["rule", "first_time_bonus"]
+AwardKind = Literal["rule", "first_time_bonus", "campaign_bonus", "checkin", "checkin_gift", "checkin_milestone"]
 
 
 @dataclass(slots=True)
@@ -69,6 +72,7 @@ class MemberState:
     activity: dict[str, Activity] = field(default_factory=dict)
     usage: dict[tuple[str, str], Usage] = field(default_factory=dict)
     firsts: dict[str, FirstAward] = field(default_factory=dict)
+    checkin: CheckinState | None = None  # loaded only when the batch has check-ins
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,23 +101,32 @@ class RuleOutcome:
     bonus: int = 0
     info: tuple[Any, ...] = ()
     note: str = ""
+    factors: tuple[str, ...] = ()  # why the amount was multiplied, e.g. "x2 Member day"
+    multiplier: str = ""  # the total multiplier applied, as a decimal string ("" when none)
 
     def as_row(self) -> list[Any]:
         row: list[Any] = [self.rule, self.status, self.amount, self.bonus, list(self.info)]
-        if self.note:
+        if self.note or self.factors:
             row.append(self.note)
+        if self.factors:
+            row += [list(self.factors), self.multiplier]
         return row
 
     @classmethod
     def from_row(cls, row: list[Any]) -> RuleOutcome:
         rule, status, amount, bonus, info, *rest = row
-        return cls(rule, status, amount, bonus, tuple(info), rest[0] if rest else "")
+        note = rest[0] if rest else ""
+        factors = tuple(rest[1]) if len(rest) > 1 else ()
+        multiplier = rest[2] if len(rest) > 2 else ""
+        return cls(rule, status, amount, bonus, tuple(info), note, factors, multiplier)
 
 
 def describe(program: Program, outcome: RuleOutcome) -> str:
     """The outcome of a rule in the program's words."""
     rule = program.rule(outcome.rule)
-    currency = program.currencies.get(rule.currency) if rule else None
+    campaign = program.campaign(outcome.rule) if rule is None else None
+    currency_key = rule.currency if rule else campaign.bonus.grant.currency if campaign and campaign.bonus else ""
+    currency = program.currencies.get(currency_key)
 
     def amount(minor: int) -> str:
         return currency.display(minor) if currency else str(minor)
@@ -140,10 +153,14 @@ def describe(program: Program, outcome: RuleOutcome) -> str:
         text = f"valid until {info[0]}"
     elif s == "missing_attribute":
         text = f"event has no {info[0]!r}"
+    elif s == "budget_spent":
+        text = f"the budget of {info[0]} is spent"
     else:
         text = "amount rounds to 0"
     if outcome.bonus:
         text += f"; first-time bonus {amount(outcome.bonus)}"
+    if outcome.factors:
+        text += f" ({', '.join(outcome.factors)})"
     if outcome.note:
         text += f" ({outcome.note})"
     return text
@@ -167,6 +184,7 @@ class Evaluation:
     usage: Mapping[tuple[str, str], Usage]
     firsts: Mapping[str, FirstAward]
     bonus_moves: tuple[BonusMove, ...] = ()
+    checkin: CheckinResult | None = None
 
 
 def base_amount(rule: Rule, currency: Currency, attributes: Mapping[str, Any]) -> int | None:
@@ -214,19 +232,32 @@ def cel_context(
             if before is not None
             else 1
         )
-        for t in program.event_types:
-            counters.setdefault(t, 0)
-            streaks.setdefault(t, 0)
-        balances = {k: float(state.balances.get(k, 0) / scale(c.decimals)) for k, c in program.currencies.items()}
-        ctx["member"] = {
-            "id": state.member_id,
-            "tier": state.tier or "",
-            "profile": {k: _cel_value(v) for k, v in state.profile.items()},
-            "counters": counters,
-            "streaks": streaks,
-            "balances": balances,
-        }
+        ctx["member"] = _member_vars(program, state, counters, streaks)
     return ctx
+
+
+def _member_vars(
+    program: Program, state: MemberState, counters: dict[str, int], streaks: dict[str, int]
+) -> dict[str, Any]:
+    for t in program.event_types:
+        counters.setdefault(t, 0)
+        streaks.setdefault(t, 0)
+    balances = {k: float(state.balances.get(k, 0) / scale(c.decimals)) for k, c in program.currencies.items()}
+    return {
+        "id": state.member_id,
+        "tier": state.tier or "",
+        "profile": {k: _cel_value(v) for k, v in state.profile.items()},
+        "counters": counters,
+        "streaks": streaks,
+        "balances": balances,
+    }
+
+
+def member_context(program: Program, state: MemberState) -> dict[str, Any]:
+    """The `member` variables alone, outside any event (which campaigns target a member now)."""
+    counters = {t: a.count for t, a in state.activity.items()}
+    streaks = {t: a.streak for t, a in state.activity.items()}
+    return {"member": _member_vars(program, state, counters, streaks)}
 
 
 def observe(state: MemberState, event: Event, day: date) -> Activity:
@@ -239,25 +270,44 @@ def observe(state: MemberState, event: Event, day: date) -> Activity:
     return Activity(before.count + 1, last, streak)
 
 
-def evaluate(program: Program, state: MemberState, event: Event, now: datetime) -> Evaluation:
-    """Decide what every rule for this event's type awards; `now` is when it is processed."""
+def evaluate(
+    program: Program,
+    state: MemberState,
+    event: Event,
+    now: datetime,
+    budgets: MutableMapping[str, int] | None = None,
+) -> Evaluation:
+    """Decide what every rule for this event's type awards; `now` is when it is processed.
+
+    `budgets` holds what is left of each rule and campaign budget (taken from as awards are
+    decided); None when nothing is budgeted, or to ignore budgets (a simulation).
+    """
     del now  # Rules judge an event by when it happened; `now` is kept for rules that will need it.
     day = local_day(event.occurred_at, program.timezone)
-    activity = observe(state, event, day)
-    rules = program.rules_by_type.get(event.type, ())
+    makeup = _is_makeup(program, event)
+    activity = (state.activity.get(event.type) or Activity()) if makeup else observe(state, event, day)
+    # A make-up card only mends a streak: the rules do not see it as the behaviour itself.
+    rules = () if makeup else program.rules_by_type.get(event.type, ())
     ctx: Any = None
     awards: list[Award] = []
     outcomes: list[RuleOutcome] = []
     usage: dict[tuple[str, str], Usage] = {}
     firsts: dict[str, FirstAward] = {}
     moves: list[BonusMove] = []
+    boost: _Boost | None = None
     for rule in rules:
         if rule.condition is not None and ctx is None:
             with_member = any(r.condition is not None and r.condition.uses_member for r in rules)
             # One CEL context per event: converting the variables costs more than evaluating.
             ctx = cel.Context(cel_context(program, state, event, activity, with_member))
         outcome, award = _apply_rule(program, rule, state, event, day, ctx, usage)
-        if outcome.status in ("awarded", "capped", "cap_reached", "limit_reached", "zero") and (rule.first_time_bonus):
+        if award is not None and program.boosted:
+            if boost is None:
+                boost = _boost_for(program, state, event, activity)
+            outcome, award = _multiply(program, rule, outcome, award, boost, budgets)
+        if outcome.status in ("awarded", "capped", "cap_reached", "limit_reached", "zero", "budget_spent") and (
+            rule.first_time_bonus
+        ):
             outcome, bonus, move = _first_time_bonus(program, rule, state, event, outcome)
             if bonus is not None:
                 firsts[rule.key] = FirstAward(event.occurred_at, event.event_id)
@@ -270,7 +320,159 @@ def evaluate(program: Program, state: MemberState, event: Event, now: datetime) 
         if award is not None:
             awards.append(award)
         outcomes.append(outcome)
-    return Evaluation(event, day, tuple(awards), tuple(outcomes), activity, usage, firsts, tuple(moves))
+    if program.campaigns and not makeup:
+        for outcome, award in _campaign_bonuses(program, state, event, activity, budgets):
+            outcomes.append(outcome)
+            if award is not None:
+                awards.append(award)
+    checkin = None
+    if program.checkin is not None and event.type == program.checkin.event_type:
+        checkin = _check_in(program, state, event)
+        awards.extend(_checkin_awards(program, checkin))
+    return Evaluation(event, day, tuple(awards), tuple(outcomes), activity, usage, firsts, tuple(moves), checkin)
+
+
+# --- multipliers and campaign bonuses ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Boost:
+    """The multipliers that may apply to an event's awards: the member's tier's and the active,
+    targeted multiplier campaigns'. Found once per event, only in programs that have any."""
+
+    tier: Factor | None
+    campaigns: tuple[Campaign, ...]
+
+
+def _member_ctx(program: Program, state: MemberState, event: Event, activity: Activity) -> Any:
+    return cel.Context(cel_context(program, state, event, activity, True))
+
+
+def _boost_for(program: Program, state: MemberState, event: Event, activity: Activity) -> _Boost:
+    tier = program.tier(state.tier)
+    factor = Factor("tier", tier.key, tier.name, tier.multiplier) if tier and tier.multiplier != 1 else None
+    active = [c for c in active_campaigns(program, event.occurred_at) if c.multiplier is not None]
+    ctx = _member_ctx(program, state, event, activity) if any(c.condition for c in active) else None
+    return _Boost(factor, tuple(c for c in active if targets(c, state.tier, ctx)))
+
+
+def _multiply(
+    program: Program,
+    rule: Rule,
+    outcome: RuleOutcome,
+    award: Award,
+    boost: _Boost,
+    budgets: MutableMapping[str, int] | None,
+) -> tuple[RuleOutcome, Award | None]:
+    """Scale a rule's award by its multipliers, then hold it to the campaign and rule budgets."""
+    factors: list[tuple[Factor, Campaign | None]] = []
+    for c in boost.campaigns:
+        if c.multiplier is not None and covers(c, rule):
+            factors.append((Factor("campaign", c.key, c.name, c.multiplier), c))
+    if boost.tier is not None and program.currencies[rule.currency].kind == "points":
+        factors.append((boost.tier, None))
+    base = award.amount
+    policy = program.multipliers
+    total = combine((f.value for f, _ in factors), policy)
+    amount = scaled(base, total) if factors else base
+    notes = []
+    for i, (_, campaign) in enumerate(factors):
+        if campaign is None or campaign.budget is None:
+            continue
+        without = scaled(base, combine((f.value for j, (f, _) in enumerate(factors) if j != i), policy))
+        extra = max(amount - without, 0)
+        granted = take(budgets, budget_key("campaign", campaign.key), extra)
+        if granted < extra:
+            notes.append(f"{campaign.name} budget spent")
+            amount -= extra - granted
+    if rule.budget is not None:
+        granted = take(budgets, budget_key("rule", rule.key), amount)
+        if granted == 0:
+            return RuleOutcome(rule.key, "budget_spent", info=(rule.name,)), None
+        if granted < amount:
+            notes.append("rule budget spent")
+        amount = granted
+    words = tuple(f.words() for f, _ in factors)
+    uncapped = Multipliers(policy.stacking)
+    if factors and policy.cap is not None and combine((f.value for f, _ in factors), uncapped) > policy.cap:
+        words += (f"at most ×{policy.cap.normalize():f} in all",)
+    note = "; ".join([outcome.note, *notes]) if outcome.note else "; ".join(notes)
+    multiplier = f"{total.normalize():f}" if factors else ""
+    changed = replace(outcome, amount=amount, factors=words, note=note, multiplier=multiplier)
+    return changed, replace(award, amount=amount)
+
+
+def _campaign_bonuses(
+    program: Program,
+    state: MemberState,
+    event: Event,
+    activity: Activity,
+    budgets: MutableMapping[str, int] | None,
+) -> list[tuple[RuleOutcome, Award | None]]:
+    """The bonuses of running campaigns for this behaviour, for the members they target."""
+    out: list[tuple[RuleOutcome, Award | None]] = []
+    ctx: Any = None
+    for c in program.campaigns:
+        bonus = c.bonus
+        if bonus is None or bonus.event_type != event.type or not is_active(c, event.occurred_at, program.timezone):
+            continue
+        if ctx is None and (c.condition is not None or bonus.condition is not None):
+            ctx = _member_ctx(program, state, event, activity)
+        if not targets(c, state.tier, ctx):
+            continue
+        if bonus.condition is not None:
+            try:
+                result = bonus.condition.compiled.execute(ctx)
+            except Exception as exc:  # as for rules: CEL raises several kinds
+                reason = str(exc.args[0]) if exc.args else type(exc).__name__
+                out.append((RuleOutcome(c.key, "condition_error", info=(reason,)), None))
+                continue
+            if result is not True:
+                out.append((RuleOutcome(c.key, "condition_false"), None))
+                continue
+        amount = bonus.grant.amount
+        if c.budget is not None:
+            amount = take(budgets, budget_key("campaign", c.key), amount)
+            if amount == 0:
+                out.append((RuleOutcome(c.key, "budget_spent", info=(c.name,)), None))
+                continue
+        currency = program.currencies[bonus.grant.currency]
+        award = Award(c.key, currency.key, amount, "campaign_bonus", currency.pending)
+        out.append((RuleOutcome(c.key, "awarded", amount, note=c.name), award))
+    return out
+
+
+# --- check-in --------------------------------------------------------------------------------
+
+
+def _is_makeup(program: Program, event: Event) -> bool:
+    config = program.checkin
+    return config is not None and event.type == config.event_type and event.attributes.get("makeup_for") is not None
+
+
+def _check_in(program: Program, state: MemberState, event: Event) -> CheckinResult:
+    assert program.checkin is not None  # the caller checked
+    zone = member_zone(program, state.profile)
+    day = event.occurred_at.astimezone(zone).date()
+    current = state.checkin or NO_CHECKINS
+    raw = event.attributes.get("makeup_for")
+    if raw is None:
+        return check_in(program.checkin, current, day)
+    try:
+        missed = raw if isinstance(raw, date) else date.fromisoformat(str(raw)[:10])
+    except ValueError:
+        return CheckinResult("makeup_refused", day, current, reason=f"{raw!r} is not a date (YYYY-MM-DD)")
+    return check_in(program.checkin, current, day, makeup_for=missed)
+
+
+def _checkin_awards(program: Program, result: CheckinResult) -> list[Award]:
+    config = program.checkin
+    assert config is not None  # the caller checked
+    out = []
+    for a in result.awards:
+        currency = program.currencies[a.grant.currency]
+        out.append(Award("checkin", currency.key, a.grant.amount, a.kind, currency.pending, config.counts_toward_tiers))
+    return out
 
 
 def _apply_rule(
@@ -349,7 +551,9 @@ def _first_time_bonus(
 
 
 def apply(state: MemberState, evaluation: Evaluation) -> None:
-    """Record an evaluated event in the member's state (counters, usage, first-time holders)."""
+    """Record an evaluated event in the member's state (counters, usage, first-time holders, check-in)."""
     state.activity[evaluation.event.type] = evaluation.activity
     state.usage.update(evaluation.usage)
     state.firsts.update(evaluation.firsts)
+    if evaluation.checkin is not None:
+        state.checkin = evaluation.checkin.state

@@ -18,16 +18,24 @@ import yaml
 from pydantic import ValidationError
 
 from kinloop.domain.amounts import to_minor
+from kinloop.domain.campaigns import WEEKDAYS
 from kinloop.domain.errors import InvalidAmount, Issue, ProgramInvalid
 from kinloop.domain.program import (
     AttributeSpec,
+    Campaign,
+    CampaignBonus,
+    Checkin,
     Condition,
     Currency,
     EventType,
     Expiry,
+    Grant,
     Ladder,
     Leaderboard,
     Limits,
+    MemberDay,
+    Milestone,
+    Multipliers,
     PaidTerm,
     Pending,
     Privilege,
@@ -39,6 +47,8 @@ from kinloop.domain.program import (
     Window,
 )
 from kinloop.program.schema import (
+    BonusSpec,
+    CampaignSpec,
     ExpirySpec,
     LadderSpec,
     PendingSpec,
@@ -338,6 +348,7 @@ class _Compiler:
                     valid_from=r.valid_from,
                     valid_to=r.valid_to,
                     pending=self.pending(r.pending, f"{path}.pending", [r.event]),
+                    budget=self.minor(r.budget, currency, f"{path}.budget") if r.budget is not None else None,
                 )
             )
         return out
@@ -375,7 +386,8 @@ class _Compiler:
                         self.fail(f"{path}.paid.event", f"already buys ladder.tiers[{buying[t.paid.event]}]")
                     buying[t.paid.event] = i
             threshold = None if t.threshold is None else self.minor(t.threshold, currency, f"{path}.threshold")
-            tiers.append(Tier(t.key, t.name, threshold, t.invitation_only, paid))
+            multiplier = t.multiplier if t.multiplier is not None else Decimal(1)
+            tiers.append(Tier(t.key, t.name, threshold, t.invitation_only, paid, multiplier))
         return Ladder(
             spec.currency,
             _window(spec),
@@ -385,6 +397,100 @@ class _Compiler:
             one_level_drop=spec.one_level_drop,
             warn_days=spec.warn_days,
         )
+
+    def grant(self, currency_key: str, amount: Decimal, currencies: Mapping[str, Currency], path: str) -> Grant:
+        currency = currencies.get(currency_key)
+        if currency is None:
+            self.fail(f"{path}.currency", f"unknown currency {currency_key!r}")
+        return Grant(currency_key, self.minor(amount, currency, f"{path}.amount"))
+
+    def checkin(self, currencies: Mapping[str, Currency], types: Mapping[str, EventType]) -> Checkin | None:
+        spec = self.spec.checkin
+        if spec is None:
+            return None
+        if spec.event not in types:
+            self.fail("checkin.event", f"unknown event type {spec.event!r}")
+        currency = currencies.get(spec.currency)
+        if currency is None:
+            self.fail("checkin.currency", f"unknown currency {spec.currency!r}")
+        ladder = tuple(self.minor(a, currency, f"checkin.ladder[{i}]") for i, a in enumerate(spec.ladder))
+        milestones = []
+        seen: set[int] = set()
+        for i, m in enumerate(spec.milestones):
+            path = f"checkin.milestones[{i}]"
+            if m.days in seen:
+                self.fail(f"{path}.days", f"another milestone is at {m.days} days")
+            seen.add(m.days)
+            milestones.append(Milestone(m.days, self.grant(m.currency, m.amount, currencies, path), m.once))
+        gift = spec.first_day_gift
+        return Checkin(
+            event_type=spec.event,
+            currency=spec.currency,
+            ladder=ladder,
+            after_ladder=spec.after_ladder,
+            milestones=tuple(milestones),
+            first_day_gift=self.grant(gift.currency, gift.amount, currencies, "checkin.first_day_gift")
+            if gift
+            else None,
+            makeup_cards_per_month=spec.makeup_cards_per_month,
+            counts_toward_tiers=spec.counts_toward_tiers,
+        )
+
+    def member_condition(self, source: str, path: str) -> Condition | None:
+        """A CEL condition over `member` only: whom a campaign targets."""
+        condition = self.condition(source, None, path)
+        if condition is not None and "event" in set(condition.compiled.variables()):
+            self.fail(path, "a campaign's condition sees member only (put event conditions in its bonus)")
+            return None
+        return condition
+
+    def campaigns(
+        self,
+        currencies: Mapping[str, Currency],
+        types: Mapping[str, EventType],
+        rules: list[Rule],
+        ladder: Ladder | None,
+    ) -> list[Campaign]:
+        specs = self.spec.campaigns or []
+        self.unique([c.key for c in specs], "campaigns")
+        rule_keys = {r.key for r in rules}
+        tier_keys = {t.key for t in ladder.tiers} if ladder else set()
+        out = []
+        for i, c in enumerate(specs):
+            path = f"campaigns[{i}]"
+            if c.key in rule_keys or c.key == "checkin":
+                self.fail(f"{path}.key", f"{c.key!r} is already the key of a rule")
+            for j, t in enumerate(c.tiers):
+                if t not in tier_keys:
+                    self.fail(f"{path}.tiers[{j}]", f"unknown tier {t!r}")
+            for j, r in enumerate(c.rules):
+                if r not in rule_keys:
+                    self.fail(f"{path}.rules[{j}]", f"unknown rule {r!r}")
+            for j, k in enumerate(c.currencies):
+                if k not in currencies:
+                    self.fail(f"{path}.currencies[{j}]", f"unknown currency {k!r}")
+            if (c.rules or c.currencies) and c.multiplier is None:
+                self.fail(f"{path}.multiplier", "rules and currencies say what a multiplier applies to; give one")
+            bonus = self.bonus(c.bonus, currencies, types, f"{path}.bonus") if c.bonus else None
+            budget, budget_currency = self.campaign_budget(c, currencies, path)
+            out.append(
+                Campaign(
+                    key=c.key,
+                    name=c.name or c.key.replace("_", " ").capitalize(),
+                    starts_at=c.starts_at,
+                    ends_at=c.ends_at,
+                    member_day=self.member_day(c),
+                    multiplier=c.multiplier,
+                    bonus=bonus,
+                    tiers=frozenset(c.tiers),
+                    condition=self.member_condition(c.condition, f"{path}.condition") if c.condition else None,
+                    rules=frozenset(c.rules),
+                    currencies=frozenset(c.currencies),
+                    budget=budget,
+                    budget_currency=budget_currency,
+                )
+            )
+        return out
 
     def privileges(self, ladder: Ladder | None) -> list[Privilege]:
         self.unique([p.key for p in self.spec.privileges], "privileges")
@@ -412,6 +518,45 @@ class _Compiler:
                 )
             )
         return out
+
+    def member_day(self, c: CampaignSpec) -> MemberDay | None:
+        if c.member_day is None:
+            return None
+        if c.member_day.weekday is not None:
+            return MemberDay(weekday=WEEKDAYS.index(c.member_day.weekday))
+        return MemberDay(day_of_month=c.member_day.day_of_month)
+
+    def bonus(
+        self, spec: BonusSpec, currencies: Mapping[str, Currency], types: Mapping[str, EventType], path: str
+    ) -> CampaignBonus:
+        event_type = types.get(spec.event)
+        if event_type is None:
+            self.fail(f"{path}.event", f"unknown event type {spec.event!r}")
+        grant = self.grant(spec.currency, spec.amount, currencies, path)
+        condition = self.condition(spec.condition, event_type, f"{path}.condition") if spec.condition else None
+        return CampaignBonus(spec.event, grant, condition)
+
+    def campaign_budget(
+        self, c: CampaignSpec, currencies: Mapping[str, Currency], path: str
+    ) -> tuple[int | None, str | None]:
+        """A budget is counted in one currency: the bonus's, or the one currency the multiplier applies to."""
+        if c.budget is None:
+            return None, None
+        named = set(c.currencies) if c.multiplier is not None else set()
+        if c.bonus is not None:
+            named.add(c.bonus.currency)
+        if c.multiplier is not None and not c.currencies:
+            self.fail(f"{path}.currencies", "a budgeted multiplier must name the one currency its budget counts")
+            return None, None
+        if len(named) != 1:
+            self.fail(f"{path}.budget", "a budget counts one currency; this campaign gives several")
+            return None, None
+        key = named.pop()
+        return self.minor(c.budget, currencies.get(key), f"{path}.budget"), key
+
+    def multipliers(self) -> Multipliers:
+        spec = self.spec.multipliers
+        return Multipliers() if spec is None else Multipliers(spec.stacking, spec.cap)
 
     def leaderboards(self, currencies: Mapping[str, Currency], types: Mapping[str, EventType]) -> list[Leaderboard]:
         self.unique([b.key for b in self.spec.leaderboards], "leaderboards")
@@ -456,6 +601,9 @@ def compile_program(spec: ProgramFile, *, source: str | None = None) -> Program:
     types = c.event_types()
     rules = c.rules(currencies, types)
     ladder = c.ladder(currencies, types)
+    checkin = c.checkin(currencies, types)
+    campaigns = c.campaigns(currencies, types, rules, ladder)
+
     privileges = c.privileges(ladder)
     leaderboards = c.leaderboards(currencies, types)
     if c.issues:
@@ -472,6 +620,9 @@ def compile_program(spec: ProgramFile, *, source: str | None = None) -> Program:
         rules=tuple(rules),
         ladder=ladder,
         rules_by_type={k: tuple(v) for k, v in by_type.items()},
+        checkin=checkin,
+        campaigns=tuple(campaigns),
+        multipliers=c.multipliers(),
         privileges=tuple(privileges),
         leaderboards=tuple(leaderboards),
     )

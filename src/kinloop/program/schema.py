@@ -136,6 +136,7 @@ class RuleSpec(Strict):
     valid_from: AwareDatetime | None = None
     valid_to: AwareDatetime | None = None
     pending: PendingSpec | None = None
+    budget: Positive | None = Field(None, description="the most this rule gives all members together")
 
     @model_validator(mode="after")
     def _amount_or_rate(self) -> RuleSpec:
@@ -164,6 +165,9 @@ class TierSpec(Strict):
     )
     invitation_only: bool = Field(False, description="never reached by threshold, only set by an operator")
     paid: PaidSpec | None = None
+    multiplier: Annotated[Decimal, Field(gt=0, le=100)] | None = Field(
+        None, description="multiplies earning rules' awards in points currencies for members of this tier (e.g. 1.2)"
+    )
 
 
 class RollingWindowSpec(Strict):
@@ -193,6 +197,98 @@ class LadderSpec(Strict):
         0, description="`tier.will_change` message this many days before a scheduled demotion (0: none)"
     )
     tiers: list[TierSpec] = Field(min_length=1, description="lowest first")
+
+
+class GrantSpec(Strict):
+    currency: Key
+    amount: Positive
+
+
+class MilestoneSpec(Strict):
+    """A bonus for reaching `days` consecutive check-in days (each time a streak reaches it, or `once`)."""
+
+    days: Annotated[int, Field(gt=0, le=100_000)]
+    currency: Key
+    amount: Positive
+    once: bool = False
+
+
+class CheckinSpec(Strict):
+    """Daily check-in, counted in the member's time zone (profile `timezone`, else the program's)."""
+
+    event: Key = Field(description="the event type that is a check-in")
+    currency: Key = Field(description="currency of the reward ladder")
+    ladder: list[Positive] = Field(min_length=1, max_length=366, description="reward on day 1, 2, ... of a streak")
+    after_ladder: Literal["cycle", "hold"] = Field(
+        "cycle", description="past the ladder's end: start it again, or keep giving its last step"
+    )
+    milestones: list[MilestoneSpec] = Field(default_factory=list)
+    first_day_gift: GrantSpec | None = Field(None, description="given with the member's first check-in ever")
+    makeup_cards_per_month: Annotated[int, Field(ge=0, le=31)] = Field(
+        0, description="cards a member may use each month, each filling one missed day"
+    )
+    counts_toward_tiers: bool = Field(True, description="whether check-in awards qualify for tiers")
+
+
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+
+
+class MemberDaySpec(Strict):
+    """Exactly one of: `weekday` (every week) or `day_of_month` (every month), in the program's time zone."""
+
+    weekday: Weekday | None = None
+    day_of_month: Annotated[int, Field(ge=1, le=31)] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> MemberDaySpec:
+        if (self.weekday is None) == (self.day_of_month is None):
+            raise ValueError("give exactly one of weekday or day_of_month")
+        return self
+
+
+class BonusSpec(Strict):
+    """A fixed award for an event type while the campaign runs."""
+
+    event: Key
+    currency: Key
+    amount: Positive
+    condition: str | None = Field(None, description="CEL over `event` and `member`")
+
+
+class CampaignSpec(Strict):
+    """A time-boxed change to earning: a window (`starts_at`..`ends_at`) and/or a member day."""
+
+    key: Key
+    name: str | None = Field(None, max_length=200)
+    starts_at: AwareDatetime | None = Field(None, description="inclusive")
+    ends_at: AwareDatetime | None = Field(None, description="exclusive")
+    member_day: MemberDaySpec | None = None
+    multiplier: Annotated[Decimal, Field(gt=0, le=100)] | None = Field(
+        None, description="multiplies the awards of the rules (or currencies) it applies to"
+    )
+    bonus: BonusSpec | None = None
+    tiers: list[Key] = Field(default_factory=list, description="only members of these tiers (default: all)")
+    condition: str | None = Field(None, description="CEL over `member`: which members it targets")
+    rules: list[Key] = Field(default_factory=list, description="rules it multiplies (default: all)")
+    currencies: list[Key] = Field(default_factory=list, description="currencies it multiplies (default: all)")
+    budget: Positive | None = Field(None, description="the most it gives all members together")
+
+    @model_validator(mode="after")
+    def _shape(self) -> CampaignSpec:
+        if self.multiplier is None and self.bonus is None:
+            raise ValueError("give a multiplier, a bonus, or both")
+        if self.member_day is None and (self.starts_at is None or self.ends_at is None):
+            raise ValueError("give starts_at and ends_at, or a member_day")
+        if self.starts_at and self.ends_at and self.starts_at >= self.ends_at:
+            raise ValueError("starts_at must be before ends_at")
+        return self
+
+
+class MultipliersSpec(Strict):
+    """How tier and campaign multipliers combine: multiply them, add their extras, or keep the highest."""
+
+    stacking: Literal["multiply", "add", "highest"] = "multiply"
+    cap: Annotated[Decimal, Field(ge=1, le=100)] | None = Field(None, description="the most they multiply by in all")
 
 
 class QuotaSpec(Strict):
@@ -265,5 +361,8 @@ class ProgramFile(Strict):
     event_types: list[EventTypeSpec] = Field(min_length=1)
     rules: list[RuleSpec] = Field(default_factory=list)
     ladder: LadderSpec | None = None
+    checkin: CheckinSpec | None = None
+    campaigns: list[CampaignSpec] | None = None
+    multipliers: MultipliersSpec | None = None
     privileges: list[PrivilegeSpec] = Field(default_factory=list)
     leaderboards: list[LeaderboardSpec] = Field(default_factory=list)

@@ -59,11 +59,13 @@ def explain(conn: Connection, loaded: LoadedProgram, event_id: str) -> Explanati
         key, status, amount, bonus = outcome.rule, outcome.status, outcome.amount, outcome.bonus
         detail = describe(program, outcome)
         rule = program.rule(key)
-        currency = program.currencies[rule.currency] if rule else None
+        campaign = program.campaign(key) if rule is None else None  # a campaign's bonus
+        currency_key = rule.currency if rule else campaign.bonus.grant.currency if campaign and campaign.bonus else ""
+        currency = program.currencies.get(currency_key)
         rules.append(
             {
                 "rule": key,
-                "name": rule.name if rule else key,
+                "name": rule.name if rule else campaign.name if campaign else key,
                 "status": status,
                 "detail": detail,
                 "amount": amount,

@@ -18,11 +18,14 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from kinloop.domain.checkin import CheckinResult, in_words
 from kinloop.domain.errors import KinloopError
 from kinloop.domain.events import Event, parse_event
 from kinloop.domain.periods import period_key
 from kinloop.domain.program import PERIODS, Program
 from kinloop.domain.rules import Evaluation, apply, evaluate
+from kinloop.services import campaigns as campaign_svc
+from kinloop.services import checkin as checkin_svc
 from kinloop.services import leaderboards as leaderboard_svc
 from kinloop.services import members as member_svc
 from kinloop.services import outbox
@@ -77,6 +80,8 @@ def describe_outcome(program: Program, outcome: Mapping[str, Any]) -> dict[str, 
             }
         )
     out: dict[str, Any] = {"awards": awards}
+    if "checkin" in outcome:
+        out["checkin"] = outcome["checkin"]
     tier = outcome.get("tier")
     if tier:
         names = {t.key: t.name for t in program.ladder.tiers} if program.ladder else {}
@@ -178,6 +183,14 @@ def _book_events(
         existing.update(_existing(conn, loaded.program_id, sorted({e.event_id for e in fresh})))
     book = Book(conn, loaded.program_id, loaded.version_id, now)
     states = member_svc.load_states(conn, program, rows.values(), book, _period_keys(program, [e for _, e in parsed]))
+    checkin = program.checkin
+    checkins = checkin is not None and any(e.type == checkin.event_type for e in fresh)
+    if checkins:
+        checkin_svc.load(conn, states)
+    checked_in: set[int] = set()
+    # Budgets are locked after the members, in key order; None when the program has none.
+    budgets = campaign_svc.reserve(conn, loaded.program_id, program) if fresh else None
+    budgets_before = dict(budgets) if budgets is not None else {}
     tier_svc.track(book, program)
     realtime = tier_svc.Realtime.start(conn, loaded, book, rows.values(), [e for _, e in parsed], now)
     # The first submitted copy of an event id is the event; later copies are duplicates of it,
@@ -217,7 +230,7 @@ def _book_events(
         member = rows[ev.member_id]
         pk = member.pk
         state = states[pk]
-        evaluation = evaluate(program, state, ev, now)
+        evaluation = evaluate(program, state, ev, now, budgets)
         apply(state, evaluation)
         ev_pk = event_ids.take()
         award_rows = []
@@ -274,6 +287,9 @@ def _book_events(
         }
         if tier_change:
             outcome["tier"] = tier_change
+        if evaluation.checkin is not None:
+            checked_in.add(pk)
+            outcome["checkin"] = _checkin_outcome(program, evaluation.checkin)
         event_rows.append(
             {
                 "id": ev_pk,
@@ -299,6 +315,10 @@ def _book_events(
         _move_bonuses(conn, book, program, pk, evaluation, ev_pk, now, scores, rows[evaluation.event.member_id])
     book.flush()
     member_svc.save_states(conn, states, activity_keys, usage_keys, first_keys)
+    if checked_in:
+        checkin_svc.save(conn, states, checked_in)
+    if budgets is not None:
+        campaign_svc.settle(conn, loaded.program_id, program, budgets_before, budgets)
     if realtime is not None:
         realtime.save()
     if scores is not None:
@@ -315,6 +335,18 @@ def _book_events(
         )
     if event_rows:
         outbox.events_booked(conn, loaded.program_id, program, event_rows, tier_rows, rows.values(), now=now)
+
+
+def _checkin_outcome(program: Program, result: CheckinResult) -> dict[str, Any]:
+    """A check-in's result as stored with its event (words included: check-ins are few)."""
+    assert program.checkin is not None  # a check-in result comes only from a program with check-in
+    return {
+        "status": result.status,
+        "day": result.day.isoformat(),
+        "streak": result.state.streak,
+        "reason": result.reason,
+        "text": in_words(program, program.checkin, result),
+    }
 
 
 def _jsonable(attributes: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,6 +13,7 @@ from sqlalchemy import Connection, func, select, update
 
 from kinloop.domain import ledger as L
 from kinloop.domain.amounts import to_minor
+from kinloop.domain.campaigns import scaled
 from kinloop.domain.errors import (
     AlreadyReversed,
     IdempotencyConflict,
@@ -22,7 +24,7 @@ from kinloop.domain.errors import (
     UnknownEvent,
 )
 from kinloop.domain.program import Currency, Program
-from kinloop.domain.rules import base_amount
+from kinloop.domain.rules import RuleOutcome, base_amount
 from kinloop.services import leaderboards as leaderboard_svc
 from kinloop.services import members as member_svc
 from kinloop.services import tiers as tier_svc
@@ -300,6 +302,7 @@ def reverse(
             events.c.program_version_id,
             events.c.refunded,
             events.c.type,
+            events.c.outcome,
             events.c.occurred_at,
         ).where(events.c.program_id == loaded.program_id, events.c.event_id == event_id)
     ).first()
@@ -327,7 +330,8 @@ def reverse(
     refunded_before = Decimal(conn.execute(select(events.c.refunded).where(events.c.id == ev.id)).scalar() or 0)
     if all(row.amount - taken.get(row.id, 0) <= 0 for row in earned):
         raise AlreadyReversed(f"event {event_id!r} has nothing left to reverse")
-    targets, refunded_after = _targets(rules_program, ev.attributes, earned, amount, refunded_before)
+    multipliers = _multipliers(ev.outcome)
+    targets, refunded_after = _targets(rules_program, ev.attributes, earned, amount, refunded_before, multipliers)
     book = Book(conn, loaded.program_id, loaded.version_id, now)
     tier_svc.track(book, program)
     clawed: dict[str, int] = {}
@@ -385,14 +389,27 @@ def reverse(
     return Reversal(event_id, clawed, lost, tier)
 
 
+def _multipliers(outcome: Any) -> dict[str, Decimal]:
+    """The total multiplier each rule's award was given with (tier and campaigns), by rule."""
+    if isinstance(outcome, str):
+        outcome = json.loads(outcome)
+    out = {}
+    for row in (outcome or {}).get("rules", []):
+        o = RuleOutcome.from_row(row)
+        if o.multiplier:
+            out[o.rule] = Decimal(o.multiplier)
+    return out
+
+
 def _targets(
     program: Program,
     attributes: dict[str, Any],
     earned: Sequence[Any],
     amount: Decimal | str | None,
     refunded_before: Decimal,
+    multipliers: dict[str, Decimal] | None = None,
 ) -> tuple[dict[int, int], Decimal]:
-    """What each award of the event should be worth after this reversal."""
+    """What each award of the event should be worth after this reversal (multiplied as it was)."""
     rules = {r.key: r for r in program.rules}
     rate_attrs = {
         rate.attribute
@@ -427,7 +444,10 @@ def _targets(
             targets[r.id] = 0
         elif r.award_kind == "rule" and rule.rate is not None:
             currency = program.currencies[r.currency]
-            targets[r.id] = min(r.amount, base_amount(rule, currency, {attr: left}) or 0)
+            kept = base_amount(rule, currency, {attr: left}) or 0
+            if multipliers and r.rule in multipliers:
+                kept = scaled(kept, multipliers[r.rule])
+            targets[r.id] = min(r.amount, kept)
         else:
             targets[r.id] = r.amount
     return targets, base - left

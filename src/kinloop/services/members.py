@@ -170,6 +170,8 @@ class MemberView:
     profile: Mapping[str, Any]
     privileges: list[dict[str, Any]] = field(default_factory=list)
     tier_status: dict[str, Any] | None = None
+    checkin: dict[str, Any] | None = None
+    campaigns: dict[str, Any] | None = None
     holds: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
@@ -183,6 +185,8 @@ class MemberView:
             "expiring": self.expiring,
             "display": self.display,
             "privileges": self.privileges,
+            "checkin": self.checkin,
+            "campaigns": self.campaigns,
             "profile": dict(self.profile),
             "holds": self.holds,
         }
@@ -209,13 +213,29 @@ def show(
 
     tier, next_tier, tier_status = tier_svc.view(conn, loaded, row, now)
     expiring = _expiring(conn, program, row.pk, now + timedelta(days=expiring_days))
+    from kinloop.services import campaigns as campaign_svc
+    from kinloop.services import checkin as checkin_svc
     from kinloop.services import privileges
     from kinloop.services.holds import held_of  # holds build on this module: imported here
 
     held = privileges.held(conn, program, row, now=now) if program.privileges else []
-    holds = held_of(conn, program, row.pk, now)
+    available = {key: avail for key, (avail, _) in amounts.items()}
     return MemberView(
-        row.member_id, tier, bal_json, pend_json, display, next_tier, expiring, row.profile, held, tier_status, holds
+        row.member_id,
+        tier,
+        bal_json,
+        pend_json,
+        display,
+        next_tier,
+        expiring,
+        row.profile,
+        held,
+        tier_status,
+        checkin=checkin_svc.view(conn, program, row, now) if program.checkin else None,
+        campaigns=campaign_svc.view(conn, loaded.program_id, program, row, now, available)
+        if program.campaigns
+        else None,
+        holds=held_of(conn, program, row.pk, now),
     )
 
 

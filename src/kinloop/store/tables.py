@@ -481,6 +481,35 @@ tier_runs = Table(
     Column("evaluated_at", UTCDateTime, nullable=False),
 )
 
+# --- check-in and campaigns -------------------------------------------------------------------
+# A member's check-in record (the engine's `CheckinState`), read and written only for batches
+# with check-ins in programs that have them.
+checkin_states = Table(
+    "checkin_states",
+    metadata,
+    Column("member_pk", Id, ForeignKey("members.id"), primary_key=True),
+    Column("streak", Integer, nullable=False),
+    Column("last_day", Integer),  # date.toordinal(), as in `activity`
+    Column("days", Integer, nullable=False),
+    Column("best", Integer, nullable=False),
+    Column("cards_month", String(7), nullable=False),
+    Column("cards_used", Integer, nullable=False),
+    Column("milestones", String(400), nullable=False),  # `once` milestones given: "100,365"
+)
+
+# What each budgeted rule or campaign has given, for all members together. Ingestion locks the
+# rows it needs (after the members, in key order) and takes from `total - spent`, so a budget is
+# never overspent however many writers there are; the CHECK is the backstop.
+campaign_budgets = Table(
+    "campaign_budgets",
+    metadata,
+    Column("program_id", Id, ForeignKey("programs.id"), primary_key=True),
+    Column("key", String(80), primary_key=True),  # rule:<key> or campaign:<key>
+    Column("total", BigInteger, nullable=False),
+    Column("spent", BigInteger, nullable=False),
+    CheckConstraint("spent >= 0 AND spent <= total", name="within_total"),
+)
+
 # --- mall, orders and holds -------------------------------------------------------------------
 # Rewards are rows, not program-file entries: operators change stock and prices daily.
 rewards = Table(
