@@ -7,8 +7,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from kinloop.bench import generate
+from kinloop.bench import EXAMPLES, generate
 from kinloop.cli.app import app
+from kinloop.program.loader import parse_program
 from kinloop.services import programs
 from kinloop.services.verify import verify
 from kinloop.store.db import connect
@@ -51,6 +52,27 @@ def test_bench_ingest_json_reports_the_figures_against_the_raw_ceiling() -> None
         assert figures[key] > 0
     # Every event is written, and purchases write entries and lots besides.
     assert figures["rows_per_event"] > 1
+
+
+def test_bench_ingest_growth_runs_the_same_events_with_every_growth_feature_on() -> None:
+    result = runner.invoke(app, ["bench", "ingest", "--events", "600", "--batch-size", "200", "--growth", "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output)
+    assert figures["growth_events_per_s"] > 0
+    expected = figures["events_per_s"] and figures["growth_events_per_s"] / figures["events_per_s"]
+    assert abs(figures["growth_ratio"] - expected) < 0.01
+
+
+def test_the_growth_bench_program_is_the_bench_program_plus_growth_features() -> None:
+    plain = parse_program((EXAMPLES / "bench.yaml").read_text(encoding="utf-8"))
+    growth = parse_program((EXAMPLES / "bench_growth.yaml").read_text(encoding="utf-8"))
+    # Same rules and event types: the ratio measures the growth features, nothing else.
+    assert growth.rules == plain.rules
+    assert growth.event_types == plain.event_types
+    for section in ("checkin", "campaigns", "badges", "tasks", "privileges", "leaderboards"):
+        assert getattr(growth, section), section
+    assert growth.ladder is not None
+    assert growth.ladder.window != "lifetime"
 
 
 def test_bench_generator_is_deterministic_and_uses_every_event_type() -> None:

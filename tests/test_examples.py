@@ -282,12 +282,13 @@ def content(engine: Engine) -> LoadedProgram:
 
 def test_content_comments_are_capped_per_day(engine: Engine, content: LoadedProgram) -> None:
     feed(engine, content, [event(f"c{i:02d}", "comment", f"2026-01-20T03:{i:02d}:00Z") for i in range(1, 13)])
-    assert view(engine, content).balances == {"growth": 5, "coins": 10}
+    # 10 coins from the rule, and 5 for the daily task "Comment 3 times today", once.
+    assert view(engine, content).balances == {"growth": 5, "coins": 15}
     assert statuses(engine, content, "c05") == {"comment_growth": "awarded", "comment_coins": "awarded"}
     assert statuses(engine, content, "c06") == {"comment_growth": "cap_reached", "comment_coins": "awarded"}
     assert statuses(engine, content, "c11") == {"comment_growth": "cap_reached", "comment_coins": "limit_reached"}
     feed(engine, content, [event("next_day", "comment", "2026-01-21T03:00:00Z")])
-    assert view(engine, content).balances == {"growth": 6, "coins": 11}
+    assert view(engine, content).balances == {"growth": 6, "coins": 16}
 
 
 def test_content_questions_are_limited_per_day(engine: Engine, content: LoadedProgram) -> None:
@@ -337,8 +338,9 @@ def test_content_featured_articles_earn_more(engine: Engine, content: LoadedProg
             event("unfeatured", "article", "2026-01-21T03:00:00Z", featured=False),
         ],
     )
-    # 5 + (5 + 40) + (40, over the daily limit of 2 pieces) + 5 growth; 30 + 30 coins.
-    assert view(engine, content).balances == {"growth": 95, "coins": 60}
+    # 5 + (5 + 40) + (40, over the daily limit of 2 pieces) + 5 growth; 30 + 30 coins, and 10
+    # for the one-time Author badge of the first article.
+    assert view(engine, content).balances == {"growth": 95, "coins": 70}
     assert statuses(engine, content, "plain") == {
         "article_growth": "awarded",
         "featured_growth": "condition_false",
@@ -359,7 +361,8 @@ def test_content_members_move_in_as_residents(engine: Engine, content: LoadedPro
         ],
     )
     v = view(engine, content)
-    assert v.balances == {"growth": 95, "coins": 30}
+    # 30 coins for the featured article, 20 for the "verify" task, 10 for the Author badge.
+    assert v.balances == {"growth": 95, "coins": 60}
     assert v.tier == {"key": "new_immigrant", "name": "New immigrant"}
     assert v.next_tier is not None
     assert v.next_tier["text"] == "5 Growth to Resident"

@@ -47,6 +47,7 @@ from kinloop.store.tables import events as events_table
 EXAMPLES = Path(__file__).parent / "examples"
 BENCH_SCHEMA = "kinloop_bench"
 RAW_SCHEMA = "kinloop_bench_raw"
+GROWTH_SCHEMA = "kinloop_bench_growth"
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -112,28 +113,22 @@ def run_ingest_bench(
     events: int,
     single: bool = False,
     batch_size: int = 1000,
+    growth: bool = False,
     progress_console: Console | None = None,
     clock: Callable[[], datetime] = lambda: START + timedelta(days=61),
 ) -> dict[str, Any]:
-    """Run the benchmark and return its figures."""
+    """Run the benchmark and return its figures.
+
+    With `growth`, the same events also go through examples/bench_growth.yaml (the same rules
+    with every growth feature on) in a store of its own, and `growth_ratio` is its rate over
+    the plain program's, measured in the same run."""
     size = 1 if single else batch_size
     with tempfile.TemporaryDirectory(prefix="kinloop-bench-") as tmpdir:
         backend, engine_url, raw_url = _targets(db, Path(tmpdir))
-        engine = _engine_in(engine_url, BENCH_SCHEMA)
-        migrate.upgrade(engine)
-        source = (EXAMPLES / "bench.yaml").read_text(encoding="utf-8")
-        with engine.begin() as conn:
-            loaded = programs.load(conn, parse_program(source), source, now=clock()).loaded
         raws = list(generate(events))
         batches = [raws[i : i + size] for i in range(0, len(raws), size)]
-        now = clock()
-        with _progress(progress_console, "engine", len(raws)) as advance:
-            started = time.perf_counter()
-            for batch in batches:
-                with engine.begin() as conn:
-                    ingest.ingest(conn, loaded, batch, now=now)
-                advance(len(batch))
-            engine_seconds = time.perf_counter() - started
+        engine = _engine_in(engine_url, BENCH_SCHEMA)
+        engine_seconds = _engine_run(engine, "bench.yaml", batches, clock, progress_console, "engine")
         rows = _written_rows(engine, size)
         engine.dispose()
         raw_engine = _engine_in(raw_url, RAW_SCHEMA)
@@ -151,9 +146,17 @@ def run_ingest_bench(
                 advance(1)
             raw_seconds = time.perf_counter() - started
         raw_engine.dispose()
+        growth_seconds = None
+        if growth:
+            growth_url = engine_url if backend == "postgresql" else f"sqlite:///{Path(tmpdir) / 'growth.db'}"
+            growth_engine = _engine_in(growth_url, GROWTH_SCHEMA)
+            growth_seconds = _engine_run(
+                growth_engine, "bench_growth.yaml", batches, clock, progress_console, "engine, growth features on"
+            )
+            growth_engine.dispose()
         if backend == "postgresql":
             _drop_schemas(engine_url)
-    return {
+    result: dict[str, Any] = {
         "mode": "single" if single else "batched",
         "database": backend,
         "events": events,
@@ -165,6 +168,33 @@ def run_ingest_bench(
         "engine_seconds": round(engine_seconds, 3),
         "raw_seconds": round(raw_seconds, 3),
     }
+    if growth_seconds is not None:
+        result["growth_events_per_s"] = round(events / growth_seconds, 1)
+        result["growth_ratio"] = round(engine_seconds / growth_seconds, 3)
+    return result
+
+
+def _engine_run(
+    engine: Engine,
+    program_file: str,
+    batches: list[list[dict[str, Any]]],
+    clock: Callable[[], datetime],
+    progress_console: Console | None,
+    label: str,
+) -> float:
+    """Seconds the engine takes to ingest `batches` under the example program `program_file`."""
+    migrate.upgrade(engine)
+    source = (EXAMPLES / program_file).read_text(encoding="utf-8")
+    with engine.begin() as conn:
+        loaded = programs.load(conn, parse_program(source), source, now=clock()).loaded
+    now = clock()
+    with _progress(progress_console, label, sum(len(b) for b in batches)) as advance:
+        started = time.perf_counter()
+        for batch in batches:
+            with engine.begin() as conn:
+                ingest.ingest(conn, loaded, batch, now=now)
+            advance(len(batch))
+        return time.perf_counter() - started
 
 
 def _written_rows(engine: Engine, size: int) -> list[tuple[list[dict[str, Any]], ...]]:
@@ -216,7 +246,7 @@ def _engine_in_existing(url: str, schema: str) -> Engine:
 def _drop_schemas(url: str) -> None:
     engine = connect(url)
     with engine.begin() as conn:
-        for schema in (BENCH_SCHEMA, RAW_SCHEMA):
+        for schema in (BENCH_SCHEMA, RAW_SCHEMA, GROWTH_SCHEMA):
             conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
     engine.dispose()
 

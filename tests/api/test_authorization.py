@@ -206,6 +206,9 @@ ROWS: dict[tuple[str, str], Row] = {
     ("POST", "/v1/program/versions/{version}/activate"): Row(
         fixed("POST", "/v1/program/versions/1/activate"), read=403, ingest=403, admin=200, member=403, other=200
     ),
+    ("GET", "/v1/program/tasks/stats"): Row(
+        fixed("GET", "/v1/program/tasks/stats"), read=403, ingest=403, admin=200, member=403, other=200
+    ),
     ("POST", "/v1/webhooks"): Row(
         fixed("POST", "/v1/webhooks", {"url": "https://example.com/hook", "kinds": ["tier.changed"]}),
         read=403,

@@ -44,6 +44,8 @@ def test_one_event_lists_its_awards_and_the_tier_reached_in_the_programs_words(a
         "status": "accepted",
         "awards": purchase_awards(5, 25),
         "tier_changed": {"from": None, "to": "jade", "text": "reached Jade"},
+        "badges": [],
+        "tasks": [],
         "error": None,
     }
 
@@ -150,6 +152,20 @@ def test_a_member_has_balances_tier_progress_and_soon_expiring_points(api: Api) 
             {"currency": "beans", "amount": 5, "on": "2026-03-21", "text": "5 Beans expire on 2026-03-21"},
         ],
         "display": {"stars": "3 ★", "beans": "15 Beans"},
+        "badges": [],
+        "tasks": [
+            {
+                "key": "complete_profile",
+                "name": "Complete your profile",
+                "every": "once",
+                "period": "all",
+                "progress": 0,
+                "target": 3,
+                "done": False,
+                "text": "Complete your profile: 0/3",
+                "reward": {"currency": "beans", "amount": 5, "text": "5 Beans"},
+            }
+        ],
         "checkin": None,  # coffee has no daily check-in section
         "campaigns": {
             "active": [],  # NOW is a Sunday; the member day is on Wednesdays

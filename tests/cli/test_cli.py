@@ -338,6 +338,20 @@ def test_ingest_jsonl_then_csv_and_show_the_members(ready: str, tmp_path: Path) 
         },
         "expiring": [],
         "display": {"stars": "3 ★", "beans": "21 Beans"},
+        "badges": [],
+        "tasks": [
+            {
+                "key": "complete_profile",
+                "name": "Complete your profile",
+                "every": "once",
+                "period": "all",
+                "progress": 0,
+                "target": 3,
+                "done": False,
+                "text": "Complete your profile: 0/3",
+                "reward": {"currency": "beans", "amount": 5, "text": "5 Beans"},
+            }
+        ],
         "checkin": None,
         "privileges": [],  # Green holds none
         "profile": {},
@@ -350,7 +364,9 @@ def test_ingest_jsonl_then_csv_and_show_the_members(ready: str, tmp_path: Path) 
 
     table = kl("member", "show", "m1", "--db", ready)
     assert table.exit_code == 0
-    assert table.stdout == "m1 — Green\n  Stars: 3 ★\n  Beans: 21 Beans\n  1 ★ to Jade\n"
+    assert table.stdout == (
+        "m1 — Green\n  Stars: 3 ★\n  Beans: 21 Beans\n  1 ★ to Jade\n  task Complete your profile: 0/3\n"
+    )
     assert kl("verify", "--db", ready).exit_code == 0
 
 
@@ -362,7 +378,11 @@ def test_member_show_lists_points_expiring_within_30_days(ready: str, tmp_path: 
     assert view["expiring"] == [
         {"currency": "beans", "amount": 7, "on": "2026-03-15", "text": "7 Beans expire on 2026-03-15"}
     ]
-    assert kl("member", "show", "m9", "--db", ready).stdout.splitlines()[-1] == "  7 Beans expire on 2026-03-15"
+    # The expiring points come after the tier progress, before the tasks.
+    assert kl("member", "show", "m9", "--db", ready).stdout.splitlines()[-2:] == [
+        "  7 Beans expire on 2026-03-15",
+        "  task Complete your profile: 0/3",
+    ]
 
 
 # --- spend, adjust, reverse ----------------------------------------------------------------

@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from swagger_ui_bundle import swagger_ui_path
 
 from kinloop import __version__
-from kinloop.api import checkin, leaderboards, mall, metrics, privileges, problems, tiers, webhooks
+from kinloop.api import checkin, leaderboards, mall, metrics, privileges, problems, tasks, tiers, webhooks
 from kinloop.api.deps import ApiState, BodyLimit
 from kinloop.api.routes import router
 from kinloop.store import migrate
@@ -83,6 +83,7 @@ def create_app(db: str | None = None, *, rate_limit: int | None = None, max_body
     app.add_middleware(metrics.Middleware)  # outermost: it times and counts every reply
     app.include_router(router)
     app.include_router(webhooks.router)
+    app.include_router(tasks.router)
     app.include_router(checkin.router)
     app.include_router(tiers.router)
     app.include_router(privileges.router)

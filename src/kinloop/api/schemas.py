@@ -73,12 +73,26 @@ class ItemError(BaseModel):
     field: str | None = None
 
 
+class BadgeEarned(BaseModel):
+    badge: str
+    level: str | None
+    text: str = Field(examples=["earned Helpful (Silver)"])
+
+
+class TaskCompleted(BaseModel):
+    task: str
+    period: str
+    text: str = Field(examples=["completed Comment 3 times today"])
+
+
 class EventResult(BaseModel):
     index: int
     event_id: str | None
     status: Literal["accepted", "duplicate", "rejected"]
     awards: list[Award] = Field(default_factory=list)
     tier_changed: TierChange | None = None
+    badges: list[BadgeEarned] = Field(default_factory=list)
+    tasks: list[TaskCompleted] = Field(default_factory=list)
     error: ItemError | None = None
 
 
@@ -139,6 +153,47 @@ class Expiring(BaseModel):
     text: str
 
 
+class RewardOut(BaseModel):
+    currency: str
+    amount: int | str
+    text: str
+
+
+class BadgeLevelHeld(BaseModel):
+    level: str | None
+    name: str = Field(examples=["Helpful (Bronze)"])
+    awarded_at: str
+
+
+class BadgeNext(BaseModel):
+    level: str | None
+    name: str
+    reward: RewardOut | None
+    current: int | str | None = None
+    target: int | str | None = None
+    text: str | None = Field(None, examples=["12/50 to Helpful (Silver)"])
+
+
+class BadgeOut(BaseModel):
+    key: str
+    name: str
+    description: str
+    earned: list[BadgeLevelHeld]
+    next: BadgeNext | None
+
+
+class TaskOut(BaseModel):
+    key: str
+    name: str
+    every: Literal["once", "day", "week", "month"]
+    period: str
+    progress: int
+    target: int
+    done: bool
+    text: str = Field(examples=["Comment 3 times today: 1/3"])
+    reward: RewardOut | None
+
+
 class QuotaOut(BaseModel):
     uses: int
     per: Literal["day", "week", "month", "year"] | None
@@ -185,6 +240,8 @@ class MemberOut(BaseModel):
     tier_status: TierStatus | None = None
     expiring: list[Expiring]
     display: dict[str, str]
+    badges: list[BadgeOut] = Field(default_factory=list, description="the program's badges: levels held, next")
+    tasks: list[TaskOut] = Field(default_factory=list, description="the program's tasks, this period's progress")
     checkin: dict[str, Any] | None = Field(
         None, description="streak, checked in today, next reward and milestone, make-up cards left"
     )

@@ -22,6 +22,7 @@ Kind = Literal[
     "points.expiring",
     "tier.will_change",
     "tier.expiring",
+    "badge.awarded",
     "order.placed",
     "order.confirmed",
     "order.fulfilled",

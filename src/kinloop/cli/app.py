@@ -17,6 +17,7 @@ from sqlalchemy import Engine, inspect
 
 from kinloop.cli import leaderboard as leaderboard_cli
 from kinloop.cli import privileges as privileges_cli
+from kinloop.cli import tasks as tasks_cli
 from kinloop.cli.campaigns import campaigns_app
 from kinloop.cli.errors import EXIT_INVALID, EXIT_REFUSED, err, handled
 from kinloop.cli.options import DbOption, JsonOption, ProgramOption
@@ -46,6 +47,7 @@ app.add_typer(member_app, name="member")
 app.add_typer(bench_app, name="bench")
 keys_app = typer.Typer(help="API keys for the HTTP API.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(tasks_cli.app, name="tasks")
 app.add_typer(campaigns_app, name="campaigns")
 app.add_typer(tiers_app, name="tiers")
 app.add_typer(privileges_cli.app, name="privileges")
@@ -229,6 +231,12 @@ def member_show(
             out.print(f"  {status[part]['text']}")
     for item in view.expiring:
         out.print(f"  [yellow]{item['text']}[/]")
+    for badge in view.badges:
+        earned = ", ".join(e["name"] for e in badge["earned"]) or f"{badge['name']}: not yet"
+        nxt = badge["next"] and badge["next"].get("text")
+        out.print(f"  badge {earned}" + (f"; {nxt}" if nxt else ""), markup=False)
+    for task in view.tasks:
+        out.print(f"  task {task['text']}", markup=False)
     if view.checkin:
         out.print(f"  Check-in: {view.checkin['text']}; next {view.checkin['next_reward']['text']}")
     for running in (view.campaigns or {}).get("active", []):
@@ -624,13 +632,26 @@ def bench_ingest(
     ] = None,
     single: Annotated[bool, typer.Option("--single", help="One event per transaction.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=10000)] = 1000,
+    growth: Annotated[
+        bool,
+        typer.Option(
+            "--growth",
+            help="Also run the same events through examples/bench_growth.yaml (every growth feature on) "
+            "and report growth_ratio: its rate over the plain program's.",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Ingest N generated events and compare with plain inserts of the same rows."""
     from kinloop.bench import run_ingest_bench
 
     result = run_ingest_bench(
-        db, events=events, single=single, batch_size=batch_size, progress_console=None if as_json else err
+        db,
+        events=events,
+        single=single,
+        batch_size=batch_size,
+        growth=growth,
+        progress_console=None if as_json else err,
     )
     if as_json:
         _json(result)

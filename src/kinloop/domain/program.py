@@ -6,10 +6,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
 from kinloop.domain.amounts import Rounding, from_minor
+
+if TYPE_CHECKING:
+    from kinloop.domain.badges import Badge
+    from kinloop.domain.counters import CounterNeeds
+    from kinloop.domain.tasks import Task
 
 CurrencyKind = Literal["growth", "points"]
 ExpiryKind = Literal["never", "days", "months", "end_of_month", "end_of_year"]
@@ -155,6 +160,14 @@ class PaidTerm:
     term_days: int
     event: str | None = None
     remind_days: int = 7
+
+
+@dataclass(frozen=True, slots=True)
+class Reward:
+    """A fixed amount of a currency given for a badge level or a completed task."""
+
+    currency: str
+    amount: int  # minor units
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +358,9 @@ class Program:
     rules: tuple[Rule, ...]
     ladder: Ladder | None
     rules_by_type: Mapping[str, tuple[Rule, ...]] = field(default_factory=dict)
+    badges: tuple[Badge, ...] = ()
+    tasks: tuple[Task, ...] = ()
+    counters: CounterNeeds | None = None  # the counters badges read; None when no badge needs any
     privileges: tuple[Privilege, ...] = ()
     leaderboards: tuple[Leaderboard, ...] = ()
     checkin: Checkin | None = None

@@ -30,7 +30,9 @@ Status = Literal[
     "missing_attribute",
     "budget_spent",
 ]
-AwardKind = Literal["rule", "first_time_bonus", "campaign_bonus", "checkin", "checkin_gift", "checkin_milestone"]
+AwardKind = Literal[
+    "rule", "first_time_bonus", "campaign_bonus", "checkin", "checkin_gift", "checkin_milestone", "badge", "task"
+]
 
 
 @dataclass(slots=True)

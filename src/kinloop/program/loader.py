@@ -18,7 +18,9 @@ import yaml
 from pydantic import ValidationError
 
 from kinloop.domain.amounts import to_minor
+from kinloop.domain.badges import Badge, BadgeLevel, Threshold
 from kinloop.domain.campaigns import WEEKDAYS
+from kinloop.domain.counters import SPELLING, CounterNeeds, sample_context
 from kinloop.domain.errors import InvalidAmount, Issue, ProgramInvalid
 from kinloop.domain.program import (
     AttributeSpec,
@@ -42,11 +44,14 @@ from kinloop.domain.program import (
     Program,
     Quota,
     Rate,
+    Reward,
     Rule,
     Tier,
     Window,
 )
+from kinloop.domain.tasks import Task
 from kinloop.program.schema import (
+    BadgeSpec,
     BonusSpec,
     CampaignSpec,
     ExpirySpec,
@@ -54,6 +59,7 @@ from kinloop.program.schema import (
     PendingSpec,
     PeriodLimits,
     ProgramFile,
+    RewardSpec,
 )
 
 _NUMERIC = ("integer", "decimal")
@@ -147,7 +153,11 @@ def load_program(path: str | Path) -> tuple[Program, str]:
 
 def canonical_text(spec: ProgramFile) -> str:
     """A stable rendering of a program, used to tell versions apart."""
-    return json.dumps(spec.model_dump(mode="json", exclude_none=True), sort_keys=True)
+    data = spec.model_dump(mode="json", exclude_none=True)
+    for optional in ("badges", "tasks"):
+        if not data.get(optional):
+            data.pop(optional, None)  # a program without them keeps the digest it always had
+    return json.dumps(data, sort_keys=True)
 
 
 class _Compiler:
@@ -398,6 +408,139 @@ class _Compiler:
             warn_days=spec.warn_days,
         )
 
+    # --- badges and tasks -----------------------------------------------------------------
+    def reward(self, spec: RewardSpec | None, currencies: Mapping[str, Currency], path: str) -> Reward | None:
+        if spec is None:
+            return None
+        currency = currencies.get(spec.currency)
+        if currency is None:
+            self.fail(f"{path}.currency", f"unknown currency {spec.currency!r}")
+        return Reward(spec.currency, self.minor(spec.amount, currency, f"{path}.amount"))
+
+    def criterion(
+        self, source: str, types: Mapping[str, EventType], path: str
+    ) -> tuple[Condition, CounterNeeds] | None:
+        """A badge criterion: CEL over `member`'s counters, checked against the event types."""
+        try:
+            compiled = cel.compile(source)
+        except ValueError as exc:
+            self.fail(path, f"not a valid CEL expression: {str(exc).splitlines()[0]}")
+            return None
+        unknown = set(compiled.variables()) - {"member"} - _comprehension_names(source)
+        if unknown:
+            self.fail(path, f"unknown variable(s) {', '.join(sorted(unknown))}: criteria see member")
+            return None
+        needs = CounterNeeds.scan([source])
+        ok = True
+        for t in sorted(needs.event_types):
+            if t not in types:
+                self.fail(path, f"unknown event type {t!r}")
+                ok = False
+        for t, attr, _ in sorted(needs.totals):
+            spec = types[t].attributes.get(attr) if t in types else None
+            if t in types and (spec is None or spec.type not in _NUMERIC):
+                self.fail(path, f"totals need a number attribute; {t!r} has no number attribute {attr!r}")
+                ok = False
+        if not ok:
+            return None
+        try:
+            result = compiled.execute({"member": sample_context(needs)})
+        except KeyError as exc:
+            self.fail(path, f"refers to {exc.args[0]!r}; criteria read {SPELLING}")
+            return None
+        except TypeError as exc:
+            self.fail(path, f"type error: {str(exc).split('.')[0]}")
+            return None
+        except Exception:  # Runtime failures on sample values (a division by zero) are not type errors.
+            result = True
+        if not isinstance(result, bool):
+            self.fail(path, f"must evaluate to true or false, not {type(result).__name__}")
+            return None
+        return Condition(source, compiled, True), needs
+
+    def badge(
+        self, spec: BadgeSpec, currencies: Mapping[str, Currency], types: Mapping[str, EventType], path: str
+    ) -> tuple[Badge, CounterNeeds] | None:
+        if spec.counter is not None and Threshold.of(f"member.{spec.counter} >= 1") is None:
+            self.fail(
+                f"{path}.counter",
+                "not a counter; write counters.<type>.<period>, totals.<type>.<attribute>.<period> or streaks.<type>",
+            )
+            return None
+        given: list[tuple[str, str, str | None, Decimal | None, RewardSpec | None, str]]
+        given = [("", spec.name, spec.criterion, None, spec.reward, path)] if spec.criterion else []
+        for j, lv in enumerate(spec.levels or []):
+            given.append(
+                (
+                    lv.key,
+                    lv.name or lv.key.replace("_", " ").capitalize(),
+                    lv.criterion,
+                    lv.threshold,
+                    lv.reward,
+                    f"{path}.levels[{j}]",
+                )
+            )
+        self.unique([lv.key for lv in spec.levels or []], f"{path}.levels")
+        levels: list[BadgeLevel] = []
+        needs = CounterNeeds()
+        for key, name, criterion, threshold, reward_spec, where in given:
+            if criterion is None:
+                if spec.counter is None:
+                    self.fail(
+                        f"{where}.threshold",
+                        "a threshold needs the badge's counter (e.g. counter: counters.answer.lifetime)",
+                    )
+                    continue
+                criterion, where_criterion = f"member.{spec.counter} >= {threshold}", f"{path}.counter"
+            else:
+                where_criterion = f"{where}.criterion"
+            compiled = self.criterion(criterion, types, where_criterion)
+            reward = self.reward(reward_spec, currencies, f"{where}.reward")
+            if compiled is None:
+                continue
+            condition, found = compiled
+            needs = needs | found
+            levels.append(BadgeLevel(key, name, condition, Threshold.of(criterion), reward))
+        if len(levels) != len(given):
+            return None
+        return Badge(spec.key, spec.name, spec.description, tuple(levels), needs.event_types, needs), needs
+
+    def badges(
+        self, currencies: Mapping[str, Currency], types: Mapping[str, EventType]
+    ) -> tuple[list[Badge], CounterNeeds | None]:
+        self.unique([b.key for b in self.spec.badges], "badges")
+        out: list[Badge] = []
+        needs = CounterNeeds()
+        for i, spec in enumerate(self.spec.badges):
+            found = self.badge(spec, currencies, types, f"badges[{i}]")
+            if found is not None:
+                out.append(found[0])
+                needs = needs | found[1]
+        return out, needs if out else None
+
+    def tasks(self, currencies: Mapping[str, Currency], types: Mapping[str, EventType]) -> list[Task]:
+        self.unique([t.key for t in self.spec.tasks], "tasks")
+        out: list[Task] = []
+        for i, t in enumerate(self.spec.tasks):
+            path = f"tasks[{i}]"
+            event_type = types.get(t.event) if t.event else None
+            if t.event is not None and event_type is None:
+                self.fail(f"{path}.event", f"unknown event type {t.event!r}")
+            condition = self.condition(t.condition, event_type, f"{path}.condition") if t.condition else None
+            out.append(
+                Task(
+                    key=t.key,
+                    name=t.name,
+                    every="lifetime" if t.every == "once" else t.every,
+                    event_type=t.event,
+                    target=t.target,
+                    condition=condition,
+                    fields=tuple(t.profile or ()),
+                    reward=self.reward(t.reward, currencies, f"{path}.reward"),
+                )
+            )
+        return out
+
     def grant(self, currency_key: str, amount: Decimal, currencies: Mapping[str, Currency], path: str) -> Grant:
         currency = currencies.get(currency_key)
         if currency is None:
@@ -601,6 +744,8 @@ def compile_program(spec: ProgramFile, *, source: str | None = None) -> Program:
     types = c.event_types()
     rules = c.rules(currencies, types)
     ladder = c.ladder(currencies, types)
+    badges, needs = c.badges(currencies, types)
+    tasks = c.tasks(currencies, types)
     checkin = c.checkin(currencies, types)
     campaigns = c.campaigns(currencies, types, rules, ladder)
 
@@ -620,6 +765,9 @@ def compile_program(spec: ProgramFile, *, source: str | None = None) -> Program:
         rules=tuple(rules),
         ladder=ladder,
         rules_by_type={k: tuple(v) for k, v in by_type.items()},
+        badges=tuple(badges),
+        tasks=tuple(tasks),
+        counters=needs,
         checkin=checkin,
         campaigns=tuple(campaigns),
         multipliers=c.multipliers(),

@@ -199,9 +199,83 @@ class LadderSpec(Strict):
     tiers: list[TierSpec] = Field(min_length=1, description="lowest first")
 
 
+class RewardSpec(Strict):
+    """A fixed amount of a currency."""
+
+    currency: Key
+    amount: Positive
+
+
 class GrantSpec(Strict):
     currency: Key
     amount: Positive
+
+
+class BadgeLevelSpec(Strict):
+    """One level of a badge: its own `criterion`, or a `threshold` of the badge's `counter`."""
+
+    key: Key = Field(description="e.g. bronze, silver, gold")
+    name: str | None = Field(None, max_length=200, description="shown as `Helpful (Silver)`; defaults to the key")
+    criterion: str | None = Field(None, description="CEL over `member` counters")
+    threshold: Annotated[Decimal, Field(gt=0)] | None = Field(None, description="the badge's counter reaches this")
+    reward: RewardSpec | None = None
+
+    @model_validator(mode="after")
+    def _criterion_or_threshold(self) -> BadgeLevelSpec:
+        if (self.criterion is None) == (self.threshold is None):
+            raise ValueError("give exactly one of criterion or threshold")
+        return self
+
+
+class BadgeSpec(Strict):
+    """A medal for a criterion over the member's counters: one-time (`criterion`) or with `levels`
+    earned in order. Criteria read member.counters.<type>.<day|week|month|lifetime>,
+    member.totals.<type>.<attribute>.<period>, member.streaks.<type> and member.firsts.<type>."""
+
+    key: Key
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field("", max_length=1000)
+    criterion: str | None = Field(None, description="CEL over `member`, for a one-time badge")
+    reward: RewardSpec | None = Field(None, description="for a one-time badge")
+    counter: str | None = Field(
+        None, description="what level thresholds count, e.g. counters.answer.lifetime or streaks.check_in"
+    )
+    levels: list[BadgeLevelSpec] | None = Field(None, min_length=1, description="in order, lowest first")
+
+    @model_validator(mode="after")
+    def _one_time_or_levels(self) -> BadgeSpec:
+        if (self.criterion is None) == (self.levels is None):
+            raise ValueError("give exactly one of criterion (a one-time badge) or levels")
+        if self.levels is not None and self.reward is not None:
+            raise ValueError("a badge with levels has a reward per level, not one for the badge")
+        return self
+
+
+class TaskSpec(Strict):
+    """Something to do for a reward: `event` (a count of events of a type, optionally matching a
+    condition, within each `every` period) or `profile` (profile fields set, once)."""
+
+    key: Key
+    name: str = Field(min_length=1, max_length=200, description='in the member\'s words: "Comment 3 times today"')
+    every: Literal["once", "day", "week", "month"] = "once"
+    event: Key | None = Field(None, description="event type counted")
+    target: Annotated[int, Field(ge=1, le=1_000_000)] = 1
+    condition: str | None = Field(None, description="CEL over `event` and `member`: which events count")
+    profile: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        None, min_length=1, description="profile fields (or attributes) that must all be set"
+    )
+    reward: RewardSpec | None = None
+
+    @model_validator(mode="after")
+    def _event_or_profile(self) -> TaskSpec:
+        if (self.event is None) == (self.profile is None):
+            raise ValueError("give exactly one of event or profile")
+        if self.profile is not None:
+            if self.every != "once":
+                raise ValueError("a profile task is done once")
+            if self.condition is not None or self.target != 1:
+                raise ValueError("condition and target belong to event tasks")
+        return self
 
 
 class MilestoneSpec(Strict):
@@ -361,6 +435,8 @@ class ProgramFile(Strict):
     event_types: list[EventTypeSpec] = Field(min_length=1)
     rules: list[RuleSpec] = Field(default_factory=list)
     ladder: LadderSpec | None = None
+    badges: list[BadgeSpec] = Field(default_factory=list)
+    tasks: list[TaskSpec] = Field(default_factory=list)
     checkin: CheckinSpec | None = None
     campaigns: list[CampaignSpec] | None = None
     multipliers: MultipliersSpec | None = None

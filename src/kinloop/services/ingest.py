@@ -26,9 +26,9 @@ from kinloop.domain.program import PERIODS, Program
 from kinloop.domain.rules import Evaluation, apply, evaluate
 from kinloop.services import campaigns as campaign_svc
 from kinloop.services import checkin as checkin_svc
+from kinloop.services import growth_badges, outbox
 from kinloop.services import leaderboards as leaderboard_svc
 from kinloop.services import members as member_svc
-from kinloop.services import outbox
 from kinloop.services import tiers as tier_svc
 from kinloop.services.book import Book, chunks
 from kinloop.services.programs import LoadedProgram
@@ -86,6 +86,8 @@ def describe_outcome(program: Program, outcome: Mapping[str, Any]) -> dict[str, 
     if tier:
         names = {t.key: t.name for t in program.ladder.tiers} if program.ladder else {}
         out["tier_changed"] = {"from": tier[0], "to": tier[1], "text": f"reached {names.get(tier[1], tier[1])}"}
+    if "badges" in outcome or "tasks" in outcome:
+        out.update(growth_badges.outcome_text(program, outcome))
     return out
 
 
@@ -221,6 +223,7 @@ def _book_events(
     event_ids.reserve(sum(1 for _, e in parsed if e.event_id not in existing))
     book.entry_ids.reserve(2 * len(parsed))
     tz = program.timezone
+    growth = growth_badges.start(conn, program, states, growth_badges.events_days(program, (e for _, e in parsed)))
     scores = leaderboard_svc.Scores.of(program, loaded.program_id)
     for index, ev in parsed:
         prior = existing.get(ev.event_id) or seen.get(ev.event_id)
@@ -253,8 +256,13 @@ def _book_events(
                 qualifies=award.qualifies,
             )
             award_rows.append([award.rule, award.currency, award.amount, award.kind, award.pending is not None])
+        grown = growth.on_event(book, pk, state, evaluation, ev_pk) if growth is not None else None
+        awards = evaluation.awards
+        if grown is not None:
+            award_rows += grown.awards
+            awards = (*awards, *grown.rewards)  # badge and task rewards move tiers and scores too
         if scores is not None:
-            scores.add(member, ev, evaluation.awards)
+            scores.add(member, ev, awards)
         if ev.type in releases:
             _release_by_event(book, program, pk, ev, releases[ev.type])
         for key in evaluation.usage:
@@ -265,7 +273,7 @@ def _book_events(
             bonus_moves.append((pk, evaluation, ev_pk))
         activity_keys.add((pk, ev.type))
         tier_change = None
-        if realtime is not None and realtime.concerns(ev, evaluation.awards, state.tier, releases=ev.type in releases):
+        if realtime is not None and realtime.concerns(ev, awards, state.tier, releases=ev.type in releases):
             new_tier = realtime.after_event(pk, ev)
             if new_tier != state.tier:
                 tier_change = [state.tier, new_tier]
@@ -287,6 +295,11 @@ def _book_events(
         }
         if tier_change:
             outcome["tier"] = tier_change
+        if grown is not None:
+            if grown.badges:
+                outcome["badges"] = grown.badges
+            if grown.tasks:
+                outcome["tasks"] = grown.tasks
         if evaluation.checkin is not None:
             checked_in.add(pk)
             outcome["checkin"] = _checkin_outcome(program, evaluation.checkin)
@@ -315,6 +328,8 @@ def _book_events(
         _move_bonuses(conn, book, program, pk, evaluation, ev_pk, now, scores, rows[evaluation.event.member_id])
     book.flush()
     member_svc.save_states(conn, states, activity_keys, usage_keys, first_keys)
+    if growth is not None:
+        growth.save(conn)
     if checked_in:
         checkin_svc.save(conn, states, checked_in)
     if budgets is not None:
@@ -335,6 +350,10 @@ def _book_events(
         )
     if event_rows:
         outbox.events_booked(conn, loaded.program_id, program, event_rows, tier_rows, rows.values(), now=now)
+        if growth is not None and growth.badge_rows:
+            outbox.badges_awarded(
+                conn, loaded.program_id, program, growth.badge_rows, event_rows, rows.values(), now=now
+            )
 
 
 def _checkin_outcome(program: Program, result: CheckinResult) -> dict[str, Any]:

@@ -111,6 +111,16 @@ def load_states(
     return states
 
 
+def load_activity(conn: Connection, member_pk: int) -> dict[str, Activity]:
+    """One member's activity record per event type."""
+    return {
+        etype: Activity(count, date.fromordinal(last_day) if last_day else None, streak)
+        for etype, count, last_day, streak in select_in(
+            conn, activity, ("event_type", "count", "last_day", "streak"), "member_pk", [member_pk]
+        )
+    }
+
+
 def save_states(
     conn: Connection,
     states: Mapping[int, MemberState],
@@ -168,6 +178,8 @@ class MemberView:
     next_tier: dict[str, Any] | None
     expiring: list[dict[str, Any]]
     profile: Mapping[str, Any]
+    badges: list[dict[str, Any]] = field(default_factory=list)
+    tasks: list[dict[str, Any]] = field(default_factory=list)
     privileges: list[dict[str, Any]] = field(default_factory=list)
     tier_status: dict[str, Any] | None = None
     checkin: dict[str, Any] | None = None
@@ -184,6 +196,8 @@ class MemberView:
             "tier_status": self.tier_status,
             "expiring": self.expiring,
             "display": self.display,
+            "badges": self.badges,
+            "tasks": self.tasks,
             "privileges": self.privileges,
             "checkin": self.checkin,
             "campaigns": self.campaigns,
@@ -215,10 +229,9 @@ def show(
     expiring = _expiring(conn, program, row.pk, now + timedelta(days=expiring_days))
     from kinloop.services import campaigns as campaign_svc
     from kinloop.services import checkin as checkin_svc
-    from kinloop.services import privileges
+    from kinloop.services import growth_badges, privileges
     from kinloop.services.holds import held_of  # holds build on this module: imported here
 
-    held = privileges.held(conn, program, row, now=now) if program.privileges else []
     available = {key: avail for key, (avail, _) in amounts.items()}
     return MemberView(
         row.member_id,
@@ -229,8 +242,10 @@ def show(
         next_tier,
         expiring,
         row.profile,
-        held,
-        tier_status,
+        badges=growth_badges.showcase(conn, program, row.pk, now=now),
+        tasks=growth_badges.task_board(conn, program, row.pk, row.profile, now=now),
+        privileges=privileges.held(conn, program, row, now=now) if program.privileges else [],
+        tier_status=tier_status,
         checkin=checkin_svc.view(conn, program, row, now) if program.checkin else None,
         campaigns=campaign_svc.view(conn, loaded.program_id, program, row, now, available)
         if program.campaigns

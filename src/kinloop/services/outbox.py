@@ -34,6 +34,7 @@ TIER_CHANGED = "tier.changed"
 POINTS_EXPIRING = "points.expiring"
 TIER_WILL_CHANGE = "tier.will_change"
 TIER_EXPIRING = "tier.expiring"
+BADGE_AWARDED = "badge.awarded"
 ORDER_KINDS = (
     "order.placed",
     "order.confirmed",
@@ -42,7 +43,7 @@ ORDER_KINDS = (
     "order.cancelled",
     "order.refunded",
 )
-KINDS = (AWARD_CREATED, TIER_CHANGED, POINTS_EXPIRING, TIER_WILL_CHANGE, TIER_EXPIRING, *ORDER_KINDS)
+KINDS = (AWARD_CREATED, TIER_CHANGED, POINTS_EXPIRING, TIER_WILL_CHANGE, TIER_EXPIRING, BADGE_AWARDED, *ORDER_KINDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +199,36 @@ def events_booked(
     enqueue(conn, program_id, messages, now=now, subscribers=subs)
 
 
+def badges_awarded(
+    conn: Connection,
+    program_id: int,
+    program: Program,
+    badge_rows: Sequence[Mapping[str, Any]],
+    event_rows: Sequence[Mapping[str, Any]],
+    member_rows: Iterable[MemberRow],
+    *,
+    now: datetime,
+) -> None:
+    """Report badge levels earned in a booked batch: one `badge.awarded` per member, badge and level."""
+    subs = load_subscribers(conn, program_id)
+    if not subs.of(BADGE_AWARDED):
+        return
+    member_ids = {m.pk: m.member_id for m in member_rows}
+    event_ids = {r["id"]: r["event_id"] for r in event_rows}
+    messages = [
+        badge_awarded(
+            program,
+            member_id=member_ids[b["member_pk"]],
+            badge_key=b["badge"],
+            level=b["level"],
+            event_id=event_ids.get(b["event_pk"]),
+            at=b["awarded_at"],
+        )
+        for b in badge_rows
+    ]
+    enqueue(conn, program_id, messages, now=now, subscribers=subs)
+
+
 def tier_change_recorded(
     conn: Connection,
     program_id: int,
@@ -251,7 +282,7 @@ def award_created(
         items.append(
             {
                 "rule": rule_key,
-                "rule_name": rule.name if rule else rule_key,
+                "rule_name": rule.name if rule else _reward_name(program, kind, rule_key),
                 "kind": kind,
                 "currency": currency_key,
                 "currency_name": currency.name,
@@ -272,6 +303,15 @@ def award_created(
             "text": ", ".join(i["text"] for i in items),
         },
     )
+
+
+def _reward_name(program: Program, kind: str, key: str) -> str:
+    """The name of what gave an award that no rule gave: a badge or a task."""
+    if kind == "badge":
+        return next((b.name for b in program.badges if b.key == key), key)
+    if kind == "task":
+        return next((t.name for t in program.tasks if t.key == key), key)
+    return key
 
 
 def tier_changed(
@@ -312,6 +352,29 @@ def tier_changed(
             "event_id": event_id,
             "at": at.isoformat(),
             "text": text,
+        },
+    )
+
+
+def badge_awarded(
+    program: Program, *, member_id: str, badge_key: str, level: str, event_id: str | None, at: datetime
+) -> Message:
+    """A member earned a badge, or one level of it ("" for a one-time badge)."""
+    badge = next((b for b in program.badges if b.key == badge_key), None)
+    title = badge.title(level) if badge is not None else badge_key
+    found = next((lv for lv in badge.levels if lv.key == level), None) if badge is not None else None
+    return Message(
+        BADGE_AWARDED,
+        f"{member_id}\x1f{badge_key}\x1f{level}",
+        {
+            "member_id": member_id,
+            "badge": badge_key,
+            "badge_name": badge.name if badge is not None else badge_key,
+            "level": level or None,
+            "level_name": found.name if found is not None and level else None,
+            "event_id": event_id,
+            "at": at.isoformat(),
+            "text": f"earned {title}",
         },
     )
 

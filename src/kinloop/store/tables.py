@@ -372,6 +372,45 @@ webhook_attempts = Table(
     Column("duration_ms", Integer),
 )
 
+# --- badges and tasks -----------------------------------------------------------------------
+# Counters badge criteria read beyond `activity` (counts per day/week/month, totals of an
+# attribute), the badge levels members hold, and task progress per period. Only what the
+# program's badges and tasks use is written, in bulk with the rest of a batch.
+
+member_counters = Table(
+    "member_counters",
+    metadata,
+    Column("member_pk", Id, ForeignKey("members.id"), primary_key=True),
+    # Period before type: a batch reads its members' current periods, not their history.
+    Column("period", String(16), primary_key=True),
+    Column("event_type", String(64), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+    # {"attribute": "decimal text"}: exact sums, as JSON text so the bulk helpers pass it as is.
+    Column("totals", Text),
+)
+
+member_badges = Table(
+    "member_badges",
+    metadata,
+    Column("member_pk", Id, ForeignKey("members.id"), primary_key=True),
+    Column("badge", String(64), primary_key=True),
+    # "" for a one-time badge. The key makes a level impossible to hold twice.
+    Column("level", String(64), primary_key=True),
+    Column("awarded_at", UTCDateTime, nullable=False),
+    Column("event_pk", Id, ForeignKey("events.id")),
+)
+
+task_progress = Table(
+    "task_progress",
+    metadata,
+    Column("member_pk", Id, ForeignKey("members.id"), primary_key=True),
+    Column("period", String(16), primary_key=True),
+    Column("task", String(64), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+    Column("completed_at", UTCDateTime),
+    Index("ix_task_progress_completed", "task", "period", "completed_at"),
+)
+
 # --- privileges and leaderboards -------------------------------------------------------------
 # A privilege is held through the member's current tier, so only its uses are stored: the
 # quota left is counted from them, under the member's row lock.
