@@ -25,7 +25,7 @@ from kinloop.clock import utcnow
 from kinloop.demo_outlets import seed_outlets
 from kinloop.domain.errors import InsufficientBalance, InvalidInput
 from kinloop.program.loader import parse_program
-from kinloop.services import ingest, ledger, members, programs
+from kinloop.services import ingest, ledger, mall, members, programs
 from kinloop.services.summary import summarise
 from kinloop.store import migrate
 from kinloop.store.db import connect, database_url
@@ -147,6 +147,7 @@ def run_demo(
     start = today - timedelta(days=days)
     with engine.begin() as conn:
         loaded = programs.load(conn, parse_program(source), source, now=clock()).loaded
+        _load_mall(conn, loaded, clock())
     rng = random.Random(seed)
     people = _population(rng, members_n, start, days)
     redeemed = refunded = 0
@@ -177,6 +178,15 @@ def run_demo(
     outlets = seed_outlets(engine, loaded, [m.member_id for m in people], seed=seed, now=clock())
     console.print("outlets: " + ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in outlets.items()))
     return summary.as_json(loaded)
+
+
+def _load_mall(conn: Any, loaded: programs.LoadedProgram, now: datetime) -> None:
+    """The coffee mall (rewards, one sold out, one on sale, and a pool of cinema codes)."""
+    folder = EXAMPLES / "mall"
+    seed = (folder / "coffee-rewards.yaml").read_text(encoding="utf-8")
+    mall.load_seed(conn, loaded, seed, now=now, source="examples/mall/coffee-rewards.yaml")
+    codes = (folder / "cinema-codes.txt").read_text(encoding="utf-8").splitlines()
+    mall.upload_codes(conn, loaded.program_id, "cinema", codes, now=now)
 
 
 def _redeem(

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from kinloop.api import deps, leaderboards, privileges, routes
+from kinloop.api import deps, leaderboards, mall, privileges, routes
 from kinloop.api.app import create_app
 from kinloop.program.loader import parse_program
 from kinloop.services import keys, programs
@@ -108,6 +108,7 @@ def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(deps, "utcnow", lambda: NOW)
     monkeypatch.setattr(privileges, "utcnow", lambda: NOW)
     monkeypatch.setattr(leaderboards, "utcnow", lambda: NOW)
+    monkeypatch.setattr(mall, "utcnow", lambda: NOW)
 
 
 def build_api(engine: Engine, db_url: str, **app_options: Any) -> Iterator[Api]:

@@ -74,6 +74,47 @@ def webhook(method: str, suffix: str = "") -> Callable[[Api, str], Request]:
     return lambda api, kind: (method, f"/v1/webhooks/{new_webhook(api, kind)}{suffix}", None)
 
 
+def ensure_reward(api: Api, key: str, **fields: Any) -> None:
+    """A reward of the coffee program (price 1 Bean, unlimited), created or replaced by its admin."""
+    body = {"name": key.title(), "currency": "beans", "price": 1, **fields}
+    r = api.client.put(f"/v1/rewards/{key}", json=body, headers=api.auth("admin"))
+    assert r.status_code in (200, 201), r.text
+
+
+def new_order(api: Api) -> int:
+    ensure_reward(api, "cheap")
+    r = api.client.post("/v1/orders", json={"member_id": "m1", "reward": "cheap"}, headers=api.auth("admin"))
+    assert r.status_code == 201, r.text
+    order_id: int = r.json()["order_id"]
+    return order_id
+
+
+def new_hold(api: Api) -> int:
+    body = {"member_id": "m1", "currency": "beans", "amount": 1}
+    r = api.client.post("/v1/holds", json=body, headers=api.auth("admin"))
+    assert r.status_code == 201, r.text
+    hold_id: int = r.json()["hold_id"]
+    return hold_id
+
+
+def place_cheap(api: Api, _kind: str) -> Request:
+    ensure_reward(api, "cheap")
+    return "POST", "/v1/orders", {"member_id": "m1", "reward": "cheap"}
+
+
+def upload_codes(api: Api, _kind: str) -> Request:
+    ensure_reward(api, "voucher", kind="digital", uses_codes=True)
+    return "POST", "/v1/rewards/voucher/codes", {"codes": [f"C{next(_fresh)}"]}
+
+
+def reward_then(method: str, url: str, body: Any = None, **fields: Any) -> Callable[[Api, str], Request]:
+    def build(api: Api, _kind: str) -> Request:
+        ensure_reward(api, url.split("/")[3], **fields)
+        return method, url, body
+
+    return build
+
+
 # Posting an event, PUT and adjustments create the member when it is new: a key of another
 # program creates a member of its own program (m2 or m3 there), and never touches this
 # program's. Nothing here creates an m1 in the other program, whose m1 must stay unknown.
@@ -210,6 +251,95 @@ ROWS: dict[tuple[str, str], Row] = {
         admin=200,
         member=200,
         other=404,
+    ),
+    ("GET", "/v1/rewards"): Row(fixed("GET", "/v1/rewards"), read=200, ingest=403, admin=200, member=200, other=200),
+    ("GET", "/v1/rewards/{reward_key}"): Row(
+        reward_then("GET", "/v1/rewards/cheap"), read=200, ingest=403, admin=200, member=200, other=404
+    ),
+    ("PUT", "/v1/rewards/{reward_key}"): Row(
+        lambda _api, _kind: (
+            "PUT",
+            f"/v1/rewards/r{next(_fresh)}",
+            {"name": "Mug", "currency": "beans", "price": 1},
+        ),
+        read=403,
+        ingest=403,
+        admin=201,
+        member=403,
+        other=201,
+    ),
+    ("POST", "/v1/rewards/{reward_key}/codes"): Row(
+        upload_codes,
+        read=403,
+        ingest=403,
+        admin=200,
+        member=403,
+        other=404,
+    ),
+    ("POST", "/v1/orders"): Row(
+        place_cheap,
+        read=403,
+        ingest=201,
+        admin=201,
+        member=403,
+        other=404,
+    ),
+    ("GET", "/v1/orders"): Row(
+        fixed("GET", "/v1/orders?limit=2"), read=200, ingest=403, admin=200, member=200, other=200
+    ),
+    ("GET", "/v1/orders/{order_id}"): Row(
+        lambda api, _kind: ("GET", f"/v1/orders/{new_order(api)}", None),
+        read=200,
+        ingest=403,
+        admin=200,
+        member=200,
+        other=404,
+    ),
+    ("POST", "/v1/orders/{order_id}/{action}"): Row(
+        lambda api, _kind: ("POST", f"/v1/orders/{new_order(api)}/cancel", {"reason": "changed mind"}),
+        read=403,
+        ingest=200,
+        admin=200,
+        member=403,
+        other=404,
+    ),
+    ("POST", "/v1/holds"): Row(
+        fixed("POST", "/v1/holds", {"member_id": "m1", "currency": "beans", "amount": 1}),
+        read=403,
+        ingest=201,
+        admin=201,
+        member=403,
+        other=404,
+    ),
+    ("GET", "/v1/holds/{hold_id}"): Row(
+        lambda api, _kind: ("GET", f"/v1/holds/{new_hold(api)}", None),
+        read=200,
+        ingest=403,
+        admin=200,
+        member=200,
+        other=404,
+    ),
+    ("POST", "/v1/holds/{hold_id}/capture"): Row(
+        lambda api, _kind: ("POST", f"/v1/holds/{new_hold(api)}/capture", None),
+        read=403,
+        ingest=200,
+        admin=200,
+        member=403,
+        other=404,
+    ),
+    ("POST", "/v1/holds/{hold_id}/release"): Row(
+        lambda api, _kind: ("POST", f"/v1/holds/{new_hold(api)}/release", None),
+        read=403,
+        ingest=200,
+        admin=200,
+        member=403,
+        other=404,
+    ),
+    ("GET", "/v1/members/{member_id}/expiring"): Row(
+        fixed("GET", "/v1/members/m1/expiring?days=400"), read=200, ingest=403, admin=200, member=200, other=404
+    ),
+    ("GET", "/v1/program/redemptions"): Row(
+        fixed("GET", "/v1/program/redemptions"), read=200, ingest=403, admin=200, member=403, other=200
     ),
 }
 

@@ -190,6 +190,7 @@ def test_a_member_has_balances_tier_progress_and_soon_expiring_points(api: Api) 
         },
         "privileges": [],  # Green holds none
         "profile": {},
+        "holds": {"held": {}, "text": {}, "active": []},
     }
 
 

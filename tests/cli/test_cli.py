@@ -355,6 +355,7 @@ def test_ingest_jsonl_then_csv_and_show_the_members(ready: str, tmp_path: Path) 
         "checkin": None,
         "privileges": [],  # Green holds none
         "profile": {},
+        "holds": {"held": {}, "text": {}, "active": []},
     }
     # The clock says Sunday 1 March 2026: the next member day is Wednesday the 4th.
     assert (campaigns["active"], campaigns["next"]["next_start"]) == ([], "2026-03-04T00:00:00+01:00")

@@ -117,7 +117,7 @@ def test_a_url_that_is_not_http_is_refused(api: Api, engine: Engine, body: dict[
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"url": "https://example.com/", "kinds": ["order.placed"]}, "kinds[0]"),
+        ({"url": "https://example.com/", "kinds": ["order.shipped"]}, "kinds[0]"),
         ({"url": "https://example.com/", "kinds": []}, "kinds"),
         ({"url": "https://example.com/"}, "kinds"),
         ({"kinds": ["award.created"]}, "url"),

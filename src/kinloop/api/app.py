@@ -23,6 +23,7 @@ from kinloop.api import (
     envelopes,
     goals,
     leaderboards,
+    mall,
     metrics,
     privileges,
     problems,
@@ -103,6 +104,7 @@ def create_app(db: str | None = None, *, rate_limit: int | None = None, max_body
     app.include_router(goals.router)
     app.include_router(privileges.router)
     app.include_router(leaderboards.router)
+    app.include_router(mall.router)
     # The docs work offline: Swagger UI's files are served by kinloop itself.
     app.mount("/static/swagger", StaticFiles(directory=swagger_ui_path), name="swagger")
 

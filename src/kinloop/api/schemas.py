@@ -214,6 +214,23 @@ class PrivilegeHeld(BaseModel):
     text: str = Field(examples=["1 of 2 left this month"])
 
 
+class HeldOut(BaseModel):
+    hold_id: int
+    currency: str
+    amount: int | str
+    reference: str | None
+    expires_at: str
+    timed_out: bool
+
+
+class HoldsOut(BaseModel):
+    """Points reserved by holds (pending checkouts): per currency, in words, and each hold."""
+
+    held: dict[str, int | str]
+    text: dict[str, str]
+    active: list[HeldOut]
+
+
 class MemberOut(BaseModel):
     member_id: str
     balances: dict[str, int | str]
@@ -231,6 +248,7 @@ class MemberOut(BaseModel):
     campaigns: dict[str, Any] | None = Field(None, description="campaigns running now for this member, and the next")
     privileges: list[PrivilegeHeld] = Field(default_factory=list)
     profile: dict[str, Any] = Field(default_factory=dict)
+    holds: HoldsOut
 
 
 class ProfileIn(Model):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field
@@ -23,6 +23,12 @@ Kind = Literal[
     "tier.will_change",
     "tier.expiring",
     "badge.awarded",
+    "order.placed",
+    "order.confirmed",
+    "order.fulfilled",
+    "order.completed",
+    "order.cancelled",
+    "order.refunded",
     "goal.reached",
 ]
 NO_NUL = r"^[^\x00]*$"  # PostgreSQL cannot store NUL characters in text
@@ -40,7 +46,9 @@ class WebhookIn(Model):
     """A URL to notify of some kinds of messages."""
 
     url: str = Field(min_length=1, max_length=2000, examples=["https://example.com/kinloop"])
-    kinds: list[Kind] = Field(min_length=1, max_length=10, examples=[["award.created", "tier.changed"]])
+    kinds: list[Kind] = Field(
+        min_length=1, max_length=len(get_args(Kind)), examples=[["award.created", "tier.changed"]]
+    )
     description: str | None = Field(None, max_length=200, pattern=NO_NUL)
 
 

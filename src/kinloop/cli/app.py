@@ -738,5 +738,51 @@ def bench_api(
     out.print(table)
 
 
+@bench_app.command("outlets")
+@handled
+def bench_outlets(
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            help="Database URL (default: a temporary SQLite file). On PostgreSQL the benchmark works in a "
+            "schema of its own, kinloop_bench_outlets, dropped afterwards.",
+        ),
+    ] = None,
+    processes: Annotated[int, typer.Option("--processes", min=1, max=64)] = 4,
+    members_n: Annotated[int, typer.Option("--members", min=1, max=1_000_000)] = 200,
+    duration: Annotated[float, typer.Option("--duration", min=1, max=3600, help="Time limit per phase (s).")] = 10.0,
+    attempts: Annotated[
+        int, typer.Option("--attempts", min=1, help="At most this many per process and phase.")
+    ] = 100_000,
+    as_json: JsonOption = False,
+) -> None:
+    """Concurrent redemptions and holds from several processes against limited stock and
+    balances, then an audit: `oversold` and `double_spent` must be 0."""
+    from kinloop.bench_outlets import run_outlets_bench
+
+    result = run_outlets_bench(
+        db,
+        processes=processes,
+        members=members_n,
+        seconds=duration,
+        attempts=attempts,
+        progress_console=None if as_json else err,
+    )
+    if as_json:
+        _json(result)
+        return
+    table = Table("figure", "value", title=f"kinloop bench outlets ({result['database']}, {processes} processes)")
+    for k, v in result.items():
+        table.add_row(k, f"{v:,.1f}" if isinstance(v, float) else str(v))
+    out.print(table)
+
+
+# The mall's commands live in a module of their own, which builds on the helpers above.
+from kinloop.cli import mall as _mall  # noqa: E402
+
+_mall.register(app)
+
+
 def main() -> None:
     app()

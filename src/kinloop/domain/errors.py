@@ -154,6 +154,68 @@ class IdempotencyConflict(KinloopError):
     code = "idempotency_conflict"
 
 
+# --- mall, orders and holds ---------------------------------------------------------------
+class InvalidReward(InvalidInput):
+    """A reward definition that cannot be accepted (price, stock, gates, windows)."""
+
+    code = "invalid_reward"
+
+
+class UnknownReward(NotFound):
+    """No reward with this key in the program."""
+
+    code = "unknown_reward"
+
+
+class UnknownOrder(NotFound):
+    """No order with this id in the program."""
+
+    code = "unknown_order"
+
+
+class UnknownHold(NotFound):
+    """No hold with this id in the program."""
+
+    code = "unknown_hold"
+
+
+class RewardUnavailable(Refused):
+    """The reward is not active, or not priced in a currency the program still has."""
+
+    code = "reward_unavailable"
+
+
+class SoldOut(Refused):
+    """The reward's stock (or its pool of codes) cannot cover the order."""
+
+    code = "sold_out"
+
+
+class LimitReached(Refused):
+    """A per-member limit is used up: a reward's redemptions in the period, a draw's entries or
+    the envelopes sent in a day."""
+
+    code = "limit_reached"
+
+
+class TierGated(Refused):
+    """The reward is reserved for tiers the member is not in."""
+
+    code = "tier_gated"
+
+
+class IllegalTransition(Refused):
+    """An order or hold cannot move from its state to the one asked for."""
+
+    code = "illegal_transition"
+
+
+class HoldExpired(Refused):
+    """The hold timed out; its points went back to the member."""
+
+    code = "hold_expired"
+
+
 @dataclass(frozen=True, slots=True)
 class Issue:
     """One problem found in a program file, at a path such as `rules[3].cap.per_day`."""
@@ -207,12 +269,6 @@ class SelfTransfer(InvalidInput):
     """A member cannot send an envelope to themselves."""
 
     code = "self_transfer"
-
-
-class LimitReached(Refused):
-    """A per-member limit (entries or envelopes a day) is used up."""
-
-    code = "limit_reached"
 
 
 class OutletClosed(Refused):

@@ -19,6 +19,7 @@ REDEMPTION = "redemption"
 EXPIRY = "expiry"
 ADJUSTMENT = "adjustment"
 WRITE_OFF = "write_off"
+HELD = "held"  # points reserved by holds: the member's, but not spendable until released
 TRANSFER = "transfer"  # points in flight between members: red envelopes not yet claimed
 FEES = "fees"  # transfer fees the program keeps
 DONATION = "donation"  # points given to shared goals
@@ -32,6 +33,10 @@ EntryKind = Literal[
     "reversal",  # an award taken back: available/pending -> issuance
     "adjustment",  # manual: adjustment <-> available
     "write_off",  # the part of a reversal that could not be taken back: write_off -> issuance
+    "hold",  # points reserved for a checkout: available -> held (lots consumed like a spend)
+    "capture",  # a hold's points spent: held -> redemption
+    "restore",  # a cancelled order's or released hold's points back into the lots they came from
+    "lapse",  # the part of a restore whose lot expired meanwhile: redemption/held -> expiry
     "transfer_out",  # a member sends an envelope: available -> transfer
     "transfer_in",  # a member receives (a share of) an envelope: transfer -> available
     "transfer_return",  # the unclaimed rest goes back to the sender: transfer -> available

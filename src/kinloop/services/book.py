@@ -340,6 +340,64 @@ class Book:
         found = [lot.expires_at for lot in self.lots(member_pk, currency) if lot.id in taken and lot.expires_at]
         return min(found, default=None)
 
+    def restore(
+        self,
+        member_pk: int,
+        currency: Currency,
+        into_lots: Iterable[tuple[int, int]],
+        lapsed: int,
+        *,
+        src: str,
+        effective_at: datetime,
+        **extra: Any,
+    ) -> int | None:
+        """Give back what a spend or a hold took: each amount into the lot it came from (so it
+        keeps its expiry); `lapsed` (taken from lots that have expired since) goes to expiry.
+        Entries are only added, never edited. Returns the restoring entry's id."""
+        moves = [(lot_id, amount) for lot_id, amount in into_lots if amount > 0]
+        total = sum(a for _, a in moves)
+        entry_id = None
+        if total:
+            bal = self.balance(member_pk, currency.key)
+            in_debt = bal.available < 0
+            entry_id = self._entry(member_pk, currency.key, total, src, L.AVAILABLE, "restore", effective_at, **extra)
+            restored = [self._lot_by_id(member_pk, currency.key, lot_id) for lot_id, _ in moves]
+            for lot, (_, amount) in zip(restored, moves, strict=True):
+                self._move(entry_id, lot, amount)
+            bal.available += total
+            if in_debt:
+                for lot in restored:
+                    self._settle(member_pk, currency.key, entry_id, lot)
+        if lapsed > 0:
+            self._entry(member_pk, currency.key, lapsed, src, L.EXPIRY, "lapse", effective_at, **extra)
+        return entry_id
+
+    def capture(self, member_pk: int, currency: Currency, amount: int, *, effective_at: datetime, **extra: Any) -> int:
+        """Spend held points: held -> redemption (their lots were consumed when held)."""
+        self.balance(member_pk, currency.key)  # unchanged, but written back with the others
+        return self._entry(member_pk, currency.key, amount, L.HELD, L.REDEMPTION, "capture", effective_at, **extra)
+
+    def _lot_by_id(self, member_pk: int, currency: str, lot_id: int) -> Lot:
+        """A lot of the member, used up or not (a restore refills used-up lots)."""
+        cached = self.lots(member_pk, currency)
+        for lot in cached:
+            if lot.id == lot_id:
+                return lot
+        r = self.conn.execute(
+            select(
+                lots.c.id,
+                lots.c.amount,
+                lots.c.remaining,
+                lots.c.earned_at,
+                lots.c.expires_at,
+                lots.c.status,
+                lots.c.event_pk,
+            ).where(lots.c.id == lot_id, lots.c.member_pk == member_pk, lots.c.currency == currency)
+        ).one()
+        lot = Lot(r.id, currency, r.amount, r.remaining, r.earned_at, r.expires_at, r.status, r.event_pk)
+        cached.append(lot)
+        return lot
+
     def lower_growth(
         self, member_pk: int, currency: Currency, amount: int, *, effective_at: datetime, **extra: Any
     ) -> int:

@@ -184,6 +184,7 @@ class MemberView:
     tier_status: dict[str, Any] | None = None
     checkin: dict[str, Any] | None = None
     campaigns: dict[str, Any] | None = None
+    holds: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -201,6 +202,7 @@ class MemberView:
             "checkin": self.checkin,
             "campaigns": self.campaigns,
             "profile": dict(self.profile),
+            "holds": self.holds,
         }
 
 
@@ -228,6 +230,7 @@ def show(
     from kinloop.services import campaigns as campaign_svc
     from kinloop.services import checkin as checkin_svc
     from kinloop.services import growth_badges, privileges
+    from kinloop.services.holds import held_of  # holds build on this module: imported here
 
     available = {key: avail for key, (avail, _) in amounts.items()}
     return MemberView(
@@ -247,6 +250,7 @@ def show(
         campaigns=campaign_svc.view(conn, loaded.program_id, program, row, now, available)
         if program.campaigns
         else None,
+        holds=held_of(conn, program, row.pk, now),
     )
 
 
@@ -345,6 +349,16 @@ _EXPIRING = select(lots.c.currency, lots.c.remaining, lots.c.expires_at).where(
     lots.c.expires_at <= bindparam("horizon"),
     lots.c.status == "available",
 )
+
+
+def expiring(
+    conn: Connection, loaded: LoadedProgram, member_id: str, *, now: datetime, days: int
+) -> list[dict[str, Any]]:
+    """What of a member's points expires within `days` of `now`, by currency and local day."""
+    if not 1 <= days <= 3660:
+        raise InvalidInput("days is from 1 to 3660", field="days")
+    row = get(conn, loaded.program_id, member_id)
+    return _expiring(conn, loaded.program, row.pk, now + timedelta(days=days))
 
 
 def _expiring(conn: Connection, program: Program, member_pk: int, horizon: datetime) -> list[dict[str, Any]]:

@@ -36,6 +36,14 @@ GOAL_REACHED = "goal.reached"
 TIER_WILL_CHANGE = "tier.will_change"
 TIER_EXPIRING = "tier.expiring"
 BADGE_AWARDED = "badge.awarded"
+ORDER_KINDS = (
+    "order.placed",
+    "order.confirmed",
+    "order.fulfilled",
+    "order.completed",
+    "order.cancelled",
+    "order.refunded",
+)
 KINDS = (
     AWARD_CREATED,
     TIER_CHANGED,
@@ -44,6 +52,7 @@ KINDS = (
     TIER_EXPIRING,
     BADGE_AWARDED,
     GOAL_REACHED,
+    *ORDER_KINDS,
 )
 
 
@@ -453,3 +462,9 @@ def tier_expiring(program: Program, *, member_id: str, tier: str, ends_at: datet
             "text": f"{_tier_name(program, tier)} membership ends on {on.isoformat()}",
         },
     )
+
+
+def order_changed(kind: str, order_id: int, data: dict[str, Any]) -> Message:
+    """An order reached a state (`order.placed`, ..., `order.refunded`); `data` is the order as
+    the API shows it, in the program's words."""
+    return Message(kind, f"order:{order_id}", data)

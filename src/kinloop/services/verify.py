@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, case, func, select
+from sqlalchemy import Connection, case, func, or_, select
 
 from kinloop.domain import ledger as L
 from kinloop.services import leaderboards as leaderboard_svc
 from kinloop.services.programs import LoadedProgram
-from kinloop.store.tables import balances, entries, lot_movements, lots, members
+from kinloop.store.tables import balances, entries, holds, lot_movements, lots, members
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +155,10 @@ def verify(conn: Connection, loaded: LoadedProgram) -> Report:
             entries.c.id, entries.c.amount, func.sum(lot_movements.c.amount), entries.c.member_pk, entries.c.currency
         )
         .join(lot_movements, lot_movements.c.entry_id == entries.c.id)
-        .where(entries.c.program_id == pid, entries.c.kind.in_(("spend", "expire", "transfer_out", "fee", "donate")))
+        .where(
+            entries.c.program_id == pid,
+            entries.c.kind.in_(("spend", "expire", "hold", "transfer_out", "fee", "donate")),
+        )
         .group_by(entries.c.id, entries.c.amount, entries.c.member_pk, entries.c.currency)
     ).all()
     for entry_id, amount, total, pk, cur in consumed:
@@ -175,6 +178,7 @@ def verify(conn: Connection, loaded: LoadedProgram) -> Report:
         out.append(
             Mismatch("leaderboard.score", names.get(pk, str(pk)), where, expect, found, "score differs from the ledger")
         )
+    out += _held(conn, pid, names)
     n_entries = conn.execute(select(func.count()).select_from(entries).where(entries.c.program_id == pid)).scalar()
     return Report(len(names), int(n_entries or 0), lot_count, out)
 
@@ -198,3 +202,35 @@ def _transfers(conn: Connection, pid: int) -> list[Mismatch]:
             detail = "the transfer account differs from what open envelopes hold"
             out.append(Mismatch("transfer.account", "", cur, expected, found, detail))
     return out
+
+
+def _held(conn: Connection, pid: int, names: dict[int, str]) -> list[Mismatch]:
+    """What the ledger holds for each member equals the amounts of their active holds."""
+    in_ledger = {
+        (pk, cur): int(amount)
+        for pk, cur, amount in conn.execute(
+            select(entries.c.member_pk, entries.c.currency, _flow(L.HELD))
+            .where(entries.c.program_id == pid, or_(entries.c.from_account == L.HELD, entries.c.to_account == L.HELD))
+            .group_by(entries.c.member_pk, entries.c.currency)
+        )
+    }
+    in_holds = {
+        (pk, cur): int(amount)
+        for pk, cur, amount in conn.execute(
+            select(holds.c.member_pk, holds.c.currency, func.sum(holds.c.amount))
+            .where(holds.c.program_id == pid, holds.c.status == "active")
+            .group_by(holds.c.member_pk, holds.c.currency)
+        )
+    }
+    return [
+        Mismatch(
+            "holds.held",
+            names.get(key[0], str(key[0])),
+            key[1],
+            in_ledger.get(key, 0),
+            in_holds.get(key, 0),
+            "held entries do not add up to the active holds",
+        )
+        for key in sorted(set(in_ledger) | set(in_holds))
+        if in_ledger.get(key, 0) != in_holds.get(key, 0)
+    ]

@@ -549,6 +549,141 @@ campaign_budgets = Table(
     CheckConstraint("spent >= 0 AND spent <= total", name="within_total"),
 )
 
+# --- mall, orders and holds -------------------------------------------------------------------
+# Rewards are rows, not program-file entries: operators change stock and prices daily.
+rewards = Table(
+    "rewards",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("program_id", Id, ForeignKey("programs.id"), nullable=False),
+    Column("key", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("supplier", String(200)),
+    Column("currency", String(64), nullable=False),
+    Column("price", BigInteger, nullable=False),
+    Column("cash", String(40)),  # a Decimal, as text: exact on both databases
+    Column("cash_currency", String(3)),
+    Column("stock", BigInteger),  # NULL: unlimited
+    Column("sold", BigInteger, nullable=False),
+    Column("limit_count", Integer),
+    Column("limit_period", String(16)),
+    Column("tiers", JSON, nullable=False),
+    Column("promos", JSON, nullable=False),
+    Column("category", String(100)),
+    Column("image_url", String(2000)),
+    Column("description", Text),
+    Column("active", Boolean, nullable=False),
+    Column("hidden", Boolean, nullable=False),
+    Column("uses_codes", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("program_id", "key"),
+    # The backstop of the conditional update that sells: stock is never oversold.
+    CheckConstraint("sold >= 0 AND (stock IS NULL OR sold <= stock)", name="sold_within_stock"),
+    CheckConstraint("price > 0", name="price_positive"),
+)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("program_id", Id, ForeignKey("programs.id"), nullable=False),
+    Column("member_pk", Id, ForeignKey("members.id"), nullable=False),
+    Column("reward_id", Id, ForeignKey("rewards.id"), nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("currency", String(64), nullable=False),
+    Column("unit_price", BigInteger, nullable=False),
+    Column("points", BigInteger, nullable=False),
+    Column("cash", String(40)),
+    Column("cash_currency", String(3)),
+    Column("promo", Boolean, nullable=False),
+    Column("tier", String(64)),  # the member's tier when ordering, for redemptions by tier
+    Column("status", String(16), nullable=False),
+    Column("spend_entry_id", Id, ForeignKey("entries.id"), nullable=False),
+    Column("restore_entry_id", Id, ForeignKey("entries.id")),
+    Column("shipping_reference", String(200)),
+    Column("idempotency_key", String(200)),
+    Column("history", JSON, nullable=False),
+    Column("placed_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("quantity > 0", name="quantity_positive"),
+    CheckConstraint(
+        "status IN ('placed', 'confirmed', 'fulfilled', 'completed', 'cancelled', 'refunded')", name="known_status"
+    ),
+    Index(
+        "uq_orders_idempotency_key",
+        "program_id",
+        "idempotency_key",
+        unique=True,
+        sqlite_where=text("idempotency_key IS NOT NULL"),
+        postgresql_where=text("idempotency_key IS NOT NULL"),
+    ),
+    Index("ix_orders_member_reward", "member_pk", "reward_id"),
+    Index("ix_orders_program_placed", "program_id", "placed_at"),
+)
+
+reward_codes = Table(
+    "reward_codes",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("reward_id", Id, ForeignKey("rewards.id"), nullable=False),
+    Column("code", String(200), nullable=False),
+    Column("order_id", Id, ForeignKey("orders.id")),  # NULL: still in the pool
+    Column("uploaded_at", UTCDateTime, nullable=False),
+    Column("issued_at", UTCDateTime),
+    UniqueConstraint("reward_id", "code"),
+    Index(
+        "ix_reward_codes_free",
+        "reward_id",
+        "id",
+        sqlite_where=text("order_id IS NULL"),
+        postgresql_where=text("order_id IS NULL"),
+    ),
+    Index("ix_reward_codes_order_id", "order_id"),
+)
+
+holds = Table(
+    "holds",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("program_id", Id, ForeignKey("programs.id"), nullable=False),
+    Column("member_pk", Id, ForeignKey("members.id"), nullable=False),
+    Column("currency", String(64), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("reference", String(200)),
+    Column("idempotency_key", String(200)),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("hold_entry_id", Id, ForeignKey("entries.id"), nullable=False),
+    Column("close_entry_id", Id, ForeignKey("entries.id")),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("closed_at", UTCDateTime),
+    CheckConstraint("amount > 0", name="amount_positive"),
+    CheckConstraint("status IN ('active', 'captured', 'released', 'expired')", name="known_status"),
+    Index(
+        "uq_holds_idempotency_key",
+        "program_id",
+        "idempotency_key",
+        unique=True,
+        sqlite_where=text("idempotency_key IS NOT NULL"),
+        postgresql_where=text("idempotency_key IS NOT NULL"),
+    ),
+    # What the expiry job and the member view look for: only active holds are indexed.
+    Index(
+        "ix_holds_active_expires_at",
+        "expires_at",
+        sqlite_where=text("status = 'active'"),
+        postgresql_where=text("status = 'active'"),
+    ),
+    Index(
+        "ix_holds_active_member",
+        "member_pk",
+        sqlite_where=text("status = 'active'"),
+        postgresql_where=text("status = 'active'"),
+    ),
+)
+
 
 # --- draws, red envelopes, shared goals ----------------------------------------------------
 # Draws: the seed stays secret until `closes_at`; its sha256 is published from the start.
