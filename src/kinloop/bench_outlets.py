@@ -11,11 +11,15 @@ through a barrier:
   has made `attempts` attempts; one order in ten is cancelled at once (points and stock return);
 - holds: each holds points for random members, captures every other hold twice (the second
   must change nothing) and releases the rest.
+- draws and transfers (`bench_draws.py`): entries to a wheel whose two prizes have little stock;
+  group envelopes sent and claimed, one claimer claiming twice.
 
 Afterwards, from the database: `oversold` counts units in live orders beyond each reward's
 stock (plus rewards whose `sold` counter disagrees with their orders); `double_spent` counts
 members with a negative balance, `kinloop verify` mismatches (balances against entries, lots
-against movements, held amounts against holds) and captures beyond one per hold. Both must be 0.
+against movements, held amounts against holds) and captures beyond one per hold; prizes given
+beyond their stock count as oversold, envelope claims beyond their shares as double spent. Both
+must be 0.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 from rich.console import Console
 from sqlalchemy import Engine, case, func, select, text
 
+from kinloop import bench_draws
 from kinloop.clock import utcnow
 from kinloop.domain.errors import InsufficientBalance, LimitReached, SoldOut
 from kinloop.program.loader import parse_program
@@ -273,7 +278,7 @@ def run_outlets_bench(
     attempts: int = 100_000,
     progress_console: Console | None = None,
 ) -> dict[str, Any]:
-    """Set up, run the redemption and hold phases concurrently, audit; returns the figures."""
+    """Set up, run the redemption, hold, draw and transfer phases concurrently, audit; returns the figures."""
 
     def say(message: str) -> None:
         if progress_console is not None:
@@ -289,13 +294,27 @@ def run_outlets_bench(
         try:
             say(f"setting up {members} members with up to {balance} Beans and 6 rewards ({scarce} or {stock} of each)")
             keys = _seed(engine, members=members, balance=balance, stock=stock, scarce=scarce)
+            bench_draws.seed(engine, members=members, balance=balance, scarce=scarce)
             say(f"redemptions: {processes} processes for up to {seconds:g} s")
             redeemed = _sum(
                 _together(redeem_worker, [(url, i, seconds, attempts, members, keys) for i in range(processes)])
             )
             say(f"holds: {processes} processes for up to {seconds:g} s")
             held = _sum(_together(hold_worker, [(url, 100 + i, seconds, attempts, members) for i in range(processes)]))
+            say(f"draws: {processes} processes for up to {seconds:g} s")
+            drawn = _sum(
+                _together(
+                    bench_draws.draw_worker, [(url, 200 + i, seconds, attempts, members) for i in range(processes)]
+                )
+            )
+            say(f"transfers: {processes} processes for up to {seconds:g} s")
+            moved = _sum(
+                _together(
+                    bench_draws.transfer_worker, [(url, 300 + i, seconds, attempts, members) for i in range(processes)]
+                )
+            )
             found = audit(engine)
+            outlets = bench_draws.audit(engine)
         finally:
             engine.dispose()
             if not url.startswith("sqlite"):
@@ -320,8 +339,17 @@ def run_outlets_bench(
         "holds_captured": held.get("captured", 0),
         "capture_repeats": held.get("repeats", 0),
         "holds_released": held.get("released", 0),
-        "oversold": found["oversold"],
-        "double_spent": found["double_spent"],
+        "draw_entries_per_s": _rate(drawn, "entries"),
+        "draw_entries": drawn.get("entries", 0),
+        "scarce_prizes_given": outlets["scarce_prizes_given"],
+        "transfers_per_s": _rate(moved, "sent"),
+        "envelopes_sent": moved.get("sent", 0),
+        "envelope_claims": moved.get("claimed", 0),
+        "claim_repeats": moved.get("claim_repeats", 0),
+        # Prizes beyond stock count as oversold; claims beyond an envelope's shares or total
+        # and gaps in draw entry numbers as double spends.
+        "oversold": found["oversold"] + outlets["oversold"],
+        "double_spent": found["double_spent"] + outlets["double_spent"],
     }
 
 

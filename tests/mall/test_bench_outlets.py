@@ -32,3 +32,7 @@ def test_bench_outlets_neither_oversells_nor_double_spends(db: str | None) -> No
     assert figures["orders_placed"] > 0
     assert figures["redemptions_per_s"] > 0
     assert figures["holds_captured"] == figures["capture_repeats"] > 0
+    assert figures["draw_entries"] > 0
+    assert figures["scarce_prizes_given"] <= 2 * 20  # two prizes of 20 units (the scarce stock)
+    assert figures["envelope_claims"] == 2 * figures["envelopes_sent"] > 0
+    assert figures["claim_repeats"] == figures["envelopes_sent"]
