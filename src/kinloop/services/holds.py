@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import Connection, Row, bindparam, select, update
 
 from kinloop.domain import ledger as L
 from kinloop.domain.errors import IdempotencyConflict, InvalidInput, UnknownHold
@@ -203,13 +203,17 @@ def expire_due(conn: Connection, loaded: LoadedProgram, *, now: datetime, limit:
     return released
 
 
+# Built once: building the statement cost as much as running it.
+_ACTIVE_HOLDS = (
+    select(holds.c.id, holds.c.currency, holds.c.amount, holds.c.expires_at, holds.c.reference)
+    .where(holds.c.member_pk == bindparam("member_pk"), holds.c.status == "active")
+    .order_by(holds.c.id)
+)
+
+
 def held_of(conn: Connection, program: Program, member_pk: int, now: datetime) -> dict[str, Any]:
     """The member view's `holds` part: points held per currency, with the active holds."""
-    rows = conn.execute(
-        select(holds.c.id, holds.c.currency, holds.c.amount, holds.c.expires_at, holds.c.reference)
-        .where(holds.c.member_pk == member_pk, holds.c.status == "active")
-        .order_by(holds.c.id)
-    ).all()
+    rows = conn.execute(_ACTIVE_HOLDS, {"member_pk": member_pk}).all()
     totals: dict[str, int] = {}
     active = []
     for hold_id, cur, amount, expires_at, reference in rows:

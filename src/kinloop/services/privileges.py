@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from kinloop.domain import privileges as D
@@ -125,6 +125,13 @@ def use(
     return result
 
 
+# Built once: building the statement cost as much as running it.
+_USES = select(privilege_uses.c.privilege, privilege_uses.c.used_at).where(
+    privilege_uses.c.member_pk == bindparam("member_pk"),
+    privilege_uses.c.privilege.in_(bindparam("keys", expanding=True)),
+)
+
+
 def held(conn: Connection, program: Program, row: member_svc.MemberRow, *, now: datetime) -> list[dict[str, Any]]:
     """The privileges a member holds now (through the current tier), with what is left of each."""
     holdings = D.held_by(program, row.tier)
@@ -133,11 +140,7 @@ def held(conn: Connection, program: Program, row: member_svc.MemberRow, *, now: 
     birthday = D.birthday_of(row.profile.get("birthday"))
     tz = _member_tz(program, row.profile)
     times: dict[str, list[datetime]] = {p.key: [] for p in holdings}
-    for key, at in conn.execute(
-        select(privilege_uses.c.privilege, privilege_uses.c.used_at).where(
-            privilege_uses.c.member_pk == row.pk, privilege_uses.c.privilege.in_(list(times))
-        )
-    ):
+    for key, at in conn.execute(_USES, {"member_pk": row.pk, "keys": list(times)}):
         times[key].append(at)
     out = []
     for p in holdings:

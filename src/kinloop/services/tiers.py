@@ -111,19 +111,29 @@ _STATUS_COLUMNS = [c for c in tier_status.c if c.name != "member_pk"]
 def load_standings(conn: Connection, tiers: Mapping[int, str | None]) -> dict[int, Standing]:
     """The standing of these members (keyed by pk, with their current tier)."""
     out = {pk: Standing(earned=t) for pk, t in tiers.items()}
+    statement = _STANDINGS[conn.dialect.name == "postgresql"]
     for part in chunks(sorted(tiers)):
-        for row in conn.execute(
-            select(tier_status.c.member_pk, *_STATUS_COLUMNS).where(_among(tier_status.c.member_pk, part, conn))
-        ):
+        for row in conn.execute(statement, {"pks": part}):
             out[row[0]] = _standing(row[1:], tiers[row[0]])
     return out
 
 
-def _among(column: Any, values: list[int], conn: Connection) -> Any:
-    """`column IN values`; one array parameter on PostgreSQL (a long IN list costs to compile)."""
-    if conn.dialect.name == "postgresql":
-        return column == any_(bindparam(None, values, type_=ARRAY(BigInteger)))
-    return column.in_(values)
+def _among(column: Any, name: str) -> Any:
+    """`column IN :name` as (SQLite, PostgreSQL) forms: on PostgreSQL one array parameter, since
+    a long IN list costs to compile."""
+    return column.in_(bindparam(name, expanding=True)), column == any_(bindparam(name, type_=ARRAY(BigInteger)))
+
+
+# Statements built once, per dialect: building them cost as much as running them for one member.
+_STANDINGS = tuple(
+    select(tier_status.c.member_pk, *_STATUS_COLUMNS).where(where) for where in _among(tier_status.c.member_pk, "pks")
+)
+_LIFETIME_SUMS = tuple(
+    select(tier_qualification.c.member_pk, func.sum(tier_qualification.c.amount))
+    .where(where, tier_qualification.c.currency == bindparam("currency"))
+    .group_by(tier_qualification.c.member_pk)
+    for where in _among(tier_qualification.c.member_pk, "pks")
+)
 
 
 def save_standings(conn: Connection, standings: Mapping[int, Standing]) -> None:
@@ -133,13 +143,10 @@ def save_standings(conn: Connection, standings: Mapping[int, Standing]) -> None:
 def load_days(conn: Connection, ladder: Ladder, pks: list[int], since: date | None) -> dict[int, dict[int, int]]:
     """Qualification per member and day from `since` (lifetime windows: one sum, on day 0)."""
     out: dict[int, dict[int, int]] = {}
-    q = tier_qualification.c
     for part in chunks(sorted(pks)):
         if ladder.window.kind == "lifetime":
             rows = conn.execute(
-                select(q.member_pk, func.sum(q.amount))
-                .where(q.member_pk.in_(part), q.currency == ladder.currency)
-                .group_by(q.member_pk)
+                _LIFETIME_SUMS[conn.dialect.name == "postgresql"], {"pks": part, "currency": ladder.currency}
             )
             for pk, total in rows:
                 out[pk] = {0: int(total)}
@@ -929,12 +936,12 @@ def _write(
         query = (
             select(m.id, m.tier, *_STATUS_COLUMNS)
             .select_from(members.outerjoin(tier_status, tier_status.c.member_pk == m.id))
-            .where(_among(m.id, part, conn))
+            .where(_among(m.id, "pks")[conn.dialect.name == "postgresql"])
             .order_by(m.id)
         )
         if conn.dialect.name == "postgresql":
             query = query.with_for_update(of=members)
-        now_seen = {row[0]: (row[1], _standing(row[2:], row[1])) for row in conn.execute(query)}
+        now_seen = {row[0]: (row[1], _standing(row[2:], row[1])) for row in conn.execute(query, {"pks": part})}
         for pk in part:
             if now_seen.get(pk) != changes.before[pk]:
                 result.skipped += 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime
+from functools import cache
 from operator import itemgetter
 from typing import Any
 
@@ -48,7 +49,8 @@ def _sqlite_bool(value: bool | None) -> int | None:
     return None if value is None else int(value)
 
 
-def _converters(table: Table, columns: Sequence[str], dialect: str) -> list[Convert | None]:
+@cache  # per table, column list and dialect: a single event's insert had spent most of its time here
+def _converters(table: Table, columns: tuple[str, ...], dialect: str) -> tuple[Convert | None, ...]:
     out: list[Convert | None] = []
     for name in columns:
         t = table.c[name].type
@@ -67,7 +69,7 @@ def _converters(table: Table, columns: Sequence[str], dialect: str) -> list[Conv
             out.append(_sqlite_json)  # COPY takes JSON as its text
         else:
             out.append(None)
-    return out
+    return tuple(out)
 
 
 def _memo(convert: Convert) -> Convert:
@@ -85,7 +87,7 @@ def _memo(convert: Convert) -> Convert:
 
 def _tuples(table: Table, columns: Sequence[str], rows: Iterable[dict[str, Any]], dialect: str) -> list[Sequence[Any]]:
     get = itemgetter(*columns)
-    convs = [(i, _memo(f)) for i, f in enumerate(_converters(table, columns, dialect)) if f is not None]
+    convs = [(i, _memo(f)) for i, f in enumerate(_converters(table, tuple(columns), dialect)) if f is not None]
     if len(columns) == 1:
         return [(get(row),) for row in rows]
     if not convs:
