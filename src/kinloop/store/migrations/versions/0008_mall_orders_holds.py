@@ -1,7 +1,7 @@
 """mall, orders, reward codes and holds
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0007
 Create Date: 2026-12-01 18:28:41.857180
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import kinloop.store.tables
 
 revision = "0008"
-down_revision = "0005"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

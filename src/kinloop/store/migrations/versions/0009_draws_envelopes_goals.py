@@ -1,7 +1,7 @@
 """draws envelopes goals
 
 Revision ID: 0009
-Revises: 0003
+Revises: 0008
 Create Date: 2026-12-01 18:31:49.942308
 """
 

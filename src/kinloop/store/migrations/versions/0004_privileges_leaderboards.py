@@ -1,6 +1,6 @@
 """privileges and leaderboards
 
-Revision ID: 0007
+Revision ID: 0004
 Revises: 0003
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 
 import kinloop.store.tables
 
-revision = "0007"
+revision = "0004"
 down_revision = "0003"
 branch_labels = None
 depends_on = None

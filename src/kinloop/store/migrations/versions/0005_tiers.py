@@ -1,7 +1,7 @@
 """tiers: qualification sums, tier status, paid tier purchases, evaluation runs
 
-Revision ID: 0004
-Revises: 0007
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-01 18:08:11.812677
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import kinloop.store.tables
 
-revision = "0004"
-down_revision = "0007"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

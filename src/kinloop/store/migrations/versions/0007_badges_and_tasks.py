@@ -1,6 +1,6 @@
 """badges and tasks
 
-Revision ID: 0005
+Revision ID: 0007
 Revises: 0006
 """
 
@@ -11,7 +11,7 @@ from alembic import op
 
 import kinloop.store.tables
 
-revision = "0005"
+revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
