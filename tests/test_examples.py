@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from kinloop.cli.app import app
 from kinloop.program.loader import load_program, parse_program
-from kinloop.services import explain, members, programs
+from kinloop.services import explain, member_view, programs
 from kinloop.services.ingest import ingest
 from kinloop.services.programs import LoadedProgram
 from tests.conftest import EXAMPLES, NOW, load_example
@@ -32,9 +32,9 @@ def feed(engine: Engine, loaded: LoadedProgram, raws: list[dict[str, Any]], now:
     assert [(r.event_id, r.status) for r in results] == [(r["event_id"], "accepted") for r in raws]
 
 
-def view(engine: Engine, loaded: LoadedProgram, member: str = "m1", now: datetime = NOW) -> members.MemberView:
+def view(engine: Engine, loaded: LoadedProgram, member: str = "m1", now: datetime = NOW) -> member_view.MemberView:
     with engine.connect() as conn:
-        return members.show(conn, loaded, member, now=now)
+        return member_view.show(conn, loaded, member, now=now)
 
 
 def statuses(engine: Engine, loaded: LoadedProgram, event_id: str) -> dict[str, str]:

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from kinloop.domain.errors import IdempotencyConflict
-from kinloop.services import ingest, ledger, members
+from kinloop.services import ingest, ledger, member_view
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.tables import audit_log, balances, entries, events, lots
 from kinloop.store.tables import members as members_table
@@ -50,7 +50,7 @@ def state(engine: Engine) -> dict[str, Any]:
 
 def balances_of(engine: Engine, coffee: LoadedProgram, member_id: str) -> dict[str, Any]:
     with engine.connect() as conn:
-        return dict(members.show(conn, coffee, member_id, now=NOW).balances)
+        return dict(member_view.show(conn, coffee, member_id, now=NOW).balances)
 
 
 # --- events --------------------------------------------------------------------------------

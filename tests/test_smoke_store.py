@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from kinloop.services import ingest, members
+from kinloop.services import ingest, member_view
 from kinloop.services.programs import LoadedProgram
 from tests.conftest import NOW
 
@@ -21,6 +21,6 @@ def test_purchase_of_120_earns_2_stars_and_12_beans(engine: Engine, coffee: Load
         [result] = ingest.ingest(conn, coffee, [raw], now=NOW)
     assert result.status == "accepted"
     with engine.connect() as conn:
-        view = members.show(conn, coffee, "m1", now=NOW)
+        view = member_view.show(conn, coffee, "m1", now=NOW)
     assert view.balances == {"stars": 2, "beans": 12}
     assert view.tier == {"key": "green", "name": "Green"}

@@ -25,7 +25,7 @@ from kinloop.clock import utcnow
 from kinloop.demo_outlets import seed_outlets
 from kinloop.domain.errors import InsufficientBalance, InvalidInput
 from kinloop.program.loader import parse_program
-from kinloop.services import ingest, ledger, mall, members, programs
+from kinloop.services import ingest, ledger, mall, member_view, programs
 from kinloop.services.summary import summarise
 from kinloop.store import migrate
 from kinloop.store.db import connect, database_url
@@ -173,7 +173,7 @@ def run_demo(
         ledger.expire(conn, loaded, now=clock())
     with engine.connect() as conn:
         summary = summarise(conn, loaded)
-        samples = [members.show(conn, loaded, m.member_id, now=clock()) for m in _samples(people)]
+        samples = [member_view.show(conn, loaded, m.member_id, now=clock()) for m in _samples(people)]
     _print(console, loaded, summary, samples, url, redeemed, refunded, days, members_n)
     outlets = seed_outlets(engine, loaded, [m.member_id for m in people], seed=seed, now=clock())
     console.print("outlets: " + ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in outlets.items()))

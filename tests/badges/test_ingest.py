@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from kinloop.services import growth_badges, ingest, members, outbox, verify
+from kinloop.services import growth_badges, ingest, member_view, outbox, verify
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.tables import (
     entries,
@@ -63,7 +63,7 @@ def test_the_reply_lists_badges_next_to_awards(engine: Engine, forum: LoadedProg
     ]
     assert results[2]["tier_changed"]["to"] == "regular"
     with engine.connect() as conn:
-        view = members.show(conn, forum, "m1", now=NOW)
+        view = member_view.show(conn, forum, "m1", now=NOW)
         assert verify.verify(conn, forum).ok
         kinds = sorted(conn.execute(select(entries.c.award_kind, entries.c.rule).where(entries.c.kind == "earn")))
     assert kinds == [
@@ -170,7 +170,7 @@ def test_a_program_without_badges_or_tasks_pays_nothing(engine: Engine) -> None:
     with engine.connect() as conn:
         for table in (member_badges, member_counters, task_progress):
             assert conn.execute(select(func.count()).select_from(table)).scalar() == 0
-        view = members.show(conn, bench, "m1", now=NOW)
+        view = member_view.show(conn, bench, "m1", now=NOW)
     assert view.badges == []
     assert view.tasks == []
 
@@ -195,7 +195,7 @@ def test_coffee_keeps_its_numbers_with_its_onboarding_task(engine: Engine) -> No
     with engine.connect() as conn:
         for table in (member_badges, member_counters, task_progress):
             assert conn.execute(select(func.count()).select_from(table)).scalar() == 0
-        view = members.show(conn, coffee, "m1", now=NOW + timedelta(days=1))
+        view = member_view.show(conn, coffee, "m1", now=NOW + timedelta(days=1))
     assert view.badges == []
     assert [t["text"] for t in view.tasks] == ["Complete your profile: 0/3"]
 

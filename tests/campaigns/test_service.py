@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from kinloop.cli.app import app
 from kinloop.program.loader import parse_program
 from kinloop.services import campaigns as campaign_svc
-from kinloop.services import explain, ledger, members, programs
+from kinloop.services import explain, ledger, member_view, programs
 from kinloop.services.ingest import ingest
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.db import connect
@@ -82,7 +82,7 @@ def test_coffee_member_day_doubles_purchase_beans_and_explains_why(engine: Engin
         ingest(conn, coffee, [purchase("mon", "2026-01-05T10:00:00Z", 120)], now=NOW)
         ingest(conn, coffee, [purchase("wed", "2026-01-07T10:00:00Z", 120)], now=NOW)
     with engine.connect() as conn:
-        assert members.show(conn, coffee, "m1", now=NOW).balances == {"stars": 4, "beans": 12 + 24}
+        assert member_view.show(conn, coffee, "m1", now=NOW).balances == {"stars": 4, "beans": 12 + 24}
         rules = {r["rule"]: r["detail"] for r in explain.explain(conn, coffee, "wed").rules}
     assert rules == {"purchase_stars": "2 ★", "purchase_beans": "24 Beans (×2 Member day)"}
 
@@ -93,7 +93,7 @@ def test_a_partial_refund_of_a_member_day_purchase_keeps_the_multiplier(engine: 
         ledger.reverse(conn, coffee, "wed", amount=Decimal(60), reason="refund", actor="test", now=NOW)
     with engine.connect() as conn:
         # What is kept is what 60 would have earned on the member day: 1 ★ and 2 x 6 Beans.
-        assert members.show(conn, coffee, "m1", now=NOW).balances == {"stars": 1, "beans": 12}
+        assert member_view.show(conn, coffee, "m1", now=NOW).balances == {"stars": 1, "beans": 12}
 
 
 def test_a_gold_multiplier_stacks_with_the_member_day_in_words(engine: Engine) -> None:
@@ -154,7 +154,7 @@ def test_the_listing_shows_past_active_and_upcoming_campaigns(engine: Engine) ->
     }
     assert rows[1]["next_start"] == "2026-06-01T00:00:00+00:00"
     with engine.connect() as conn:
-        view = members.show(conn, fair, "m1", now=NOW)
+        view = member_view.show(conn, fair, "m1", now=NOW)
     assert view.campaigns is not None
     assert [c["key"] for c in view.campaigns["active"]] == ["opening"]
     assert view.campaigns["next"]["key"] == "summer"

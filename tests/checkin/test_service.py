@@ -11,7 +11,7 @@ from sqlalchemy import Engine, func, select
 from kinloop.domain.errors import CheckinNotOffered, MakeupRefused
 from kinloop.program.loader import parse_program
 from kinloop.services import checkin as checkin_svc
-from kinloop.services import members, programs
+from kinloop.services import member_view, members, programs
 from kinloop.services.ingest import ingest
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.tables import checkin_states, entries, events
@@ -94,7 +94,7 @@ def test_a_make_up_card_mends_the_streak_and_reaches_the_milestone(engine: Engin
     today = check(engine, club, D + timedelta(days=4))
     assert today["checkin"]["streak"] == 5  # type: ignore[index]
     with engine.connect() as conn:
-        view = members.show(conn, club, "m1", now=stamp(D + timedelta(days=4)))
+        view = member_view.show(conn, club, "m1", now=stamp(D + timedelta(days=4)))
     assert view.checkin is not None
     assert view.checkin["streak"] == 5
     assert view.checkin["checked_in_today"] is True
@@ -135,7 +135,7 @@ def test_plain_events_of_the_check_in_type_check_in_too(engine: Engine, club: Lo
         results = ingest(conn, club, raws, now=NOW)
     assert [r.outcome["checkin"]["streak"] for r in results] == [1, 2, 3, 4]
     with engine.connect() as conn:
-        view = members.show(conn, club, "m2", now=stamp(D + timedelta(days=5)))
+        view = member_view.show(conn, club, "m2", now=stamp(D + timedelta(days=5)))
     assert view.balances == {"points": 1 + 2 + 3 + 1 + 20, "value": 10}
     assert view.checkin is not None
     assert (view.checkin["streak"], view.checkin["best"], view.checkin["checked_in_today"]) == (0, 4, False)
@@ -148,7 +148,7 @@ def test_a_program_without_check_in_refuses_it(engine: Engine, coffee: LoadedPro
     with engine.begin() as conn:
         assert conn.execute(select(func.count()).select_from(events)).scalar() == 0
         members.set_profile(conn, coffee.program_id, "m1", {}, now=NOW)
-        view = members.show(conn, coffee, "m1", now=NOW)
+        view = member_view.show(conn, coffee, "m1", now=NOW)
     assert view.checkin is None
 
 
@@ -167,7 +167,7 @@ def test_check_in_awards_can_stay_out_of_tier_qualification(engine: Engine) -> N
             with engine.begin() as conn:
                 checkin_svc.check_in(conn, loaded, "m1", at=stamp(D + timedelta(days=i)), now=NOW)
         with engine.connect() as conn:
-            view = members.show(conn, loaded, "m1", now=NOW)
+            view = member_view.show(conn, loaded, "m1", now=NOW)
         assert view.balances["value"] == 10
         tiers[loaded.program.key] = view.tier["key"] if view.tier else None
     assert tiers == {"club": "fan", "open": "voice"}

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from kinloop.services import ingest, ledger, mall, members
+from kinloop.services import ingest, ledger, mall, member_view
 from kinloop.services import verify as verify_svc
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.tables import entries, holds, lots, orders, rewards
@@ -37,7 +37,7 @@ def put_reward(engine: Engine, coffee: LoadedProgram, key: str, **fields: Any) -
 
 def beans(engine: Engine, coffee: LoadedProgram, member_id: str, now: datetime = NOW) -> int:
     with engine.connect() as conn:
-        return int(members.show(conn, coffee, member_id, now=now).balances["beans"])
+        return int(member_view.show(conn, coffee, member_id, now=now).balances["beans"])
 
 
 def lot_state(engine: Engine) -> list[tuple[int, int, datetime | None]]:

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import Engine
 
 from kinloop.domain.errors import HoldExpired, IdempotencyConflict, IllegalTransition, InsufficientBalance
-from kinloop.services import holds, members
+from kinloop.services import holds, member_view
 from kinloop.services.programs import LoadedProgram
 from tests.conftest import NOW
 from tests.mall.conftest import assert_verified, beans, counts, earn, lot_state
@@ -24,7 +24,7 @@ def test_a_hold_moves_points_to_held_visible_in_the_member_view(engine: Engine, 
     h = hold(engine, coffee, reference="cart-7")
     assert h.as_json(coffee.program, NOW)["text"] == "80 Beans held"
     with engine.connect() as conn:
-        view = members.show(conn, coffee, "m1", now=NOW).as_json()
+        view = member_view.show(conn, coffee, "m1", now=NOW).as_json()
     assert view["balances"]["beans"] == 20
     assert view["holds"]["held"] == {"beans": 80}
     assert view["holds"]["text"] == {"beans": "80 Beans held"}
@@ -52,7 +52,7 @@ def test_capture_is_idempotent(engine: Engine, coffee: LoadedProgram) -> None:
     assert counts(engine) == before
     assert beans(engine, coffee, "m1") == 20
     with engine.connect() as conn:
-        assert members.show(conn, coffee, "m1", now=NOW).as_json()["holds"]["held"] == {}
+        assert member_view.show(conn, coffee, "m1", now=NOW).as_json()["holds"]["held"] == {}
     with engine.begin() as conn, pytest.raises(IllegalTransition, match="captured"):
         holds.release(conn, coffee, h.row.id, now=NOW)
     assert_verified(engine, coffee)

@@ -18,7 +18,7 @@ from kinloop.domain.errors import (
     UnknownMember,
     UnknownPrivilege,
 )
-from kinloop.services import ingest, ledger, members, privileges
+from kinloop.services import ingest, ledger, member_view, members, privileges
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.tables import privilege_uses
 
@@ -109,7 +109,7 @@ def test_privileges_come_with_the_tier_and_go_with_it(engine: Engine, coffee: Lo
     with pytest.raises(PrivilegeNotGranted):
         use(engine, coffee, "ada", "priority_pickup", "u2", MARCH)
     with engine.connect() as conn:
-        assert members.show(conn, coffee, "ada", now=MARCH).privileges == []
+        assert member_view.show(conn, coffee, "ada", now=MARCH).privileges == []
     assert uses(engine) == 1
 
 
@@ -142,7 +142,7 @@ def test_the_member_view_lists_held_privileges_with_what_is_left(engine: Engine,
     set_birthday(engine, coffee, "ada", "1990-04-17")
     use(engine, coffee, "ada", "free_drink", "u1", MARCH)
     with engine.connect() as conn:
-        view = members.show(conn, coffee, "ada", now=MARCH).as_json()
+        view = member_view.show(conn, coffee, "ada", now=MARCH).as_json()
     assert [(p["key"], p["remaining"], p["usable_now"], p["text"]) for p in view["privileges"]] == [
         ("birthday_drink", 1, False, "1 of 1 left this year; usable in your birthday month (April)"),
         ("free_drink", 1, True, "1 of 2 left this month"),

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, func, select
 from typer.testing import CliRunner
 
 from kinloop.cli.app import app
-from kinloop.services import growth_badges, ingest, members
+from kinloop.services import growth_badges, ingest, member_view, members
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.tables import entries
 from tests.badges.programs import event, load
@@ -30,7 +30,7 @@ def feed(engine: Engine, loaded: LoadedProgram, raws: list[dict[str, Any]]) -> l
 
 def board(engine: Engine, loaded: LoadedProgram, now: datetime) -> dict[str, str]:
     with engine.connect() as conn:
-        return {t["key"]: t["text"] for t in members.show(conn, loaded, "m1", now=now).tasks}
+        return {t["key"]: t["text"] for t in member_view.show(conn, loaded, "m1", now=now).tasks}
 
 
 def task_rewards(engine: Engine, task: str) -> int:
@@ -125,7 +125,7 @@ def test_a_profile_task_is_rewarded_once_when_its_fields_are_set(engine: Engine,
     assert board(engine, forum, NOW)["complete_profile"] == "Complete your profile: 2/2 (done)"
     assert task_rewards(engine, "complete_profile") == 1
     with engine.connect() as conn:
-        assert members.show(conn, forum, "m1", now=NOW).balances["coins"] == 3
+        assert member_view.show(conn, forum, "m1", now=NOW).balances["coins"] == 3
 
 
 def test_completion_counts_per_task_and_period(engine: Engine, forum: LoadedProgram, db_url: str) -> None:

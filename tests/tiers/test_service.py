@@ -11,7 +11,7 @@ from sqlalchemy import Engine, event, func, select
 
 from kinloop.domain.errors import IdempotencyConflict, NotPurchasable, UnknownTier
 from kinloop.program.loader import compile_program, parse_program
-from kinloop.services import members, programs, webhooks
+from kinloop.services import member_view, members, programs, webhooks
 from kinloop.services import tiers as tier_svc
 from kinloop.services.ingest import ingest
 from kinloop.services.programs import LoadedProgram
@@ -82,7 +82,7 @@ def test_upgrade_is_at_once_and_counts_only_the_calendar_year(engine: Engine, ev
     # 1500 N in 2027 is not 2500: a new window; the tier stays (reviews only demote on 1 January).
     assert tier_of(engine, ev) == "co_builder"
     with engine.connect() as conn:
-        view = members.show(conn, ev, "m1", now=at("2027-05-01"))
+        view = member_view.show(conn, ev, "m1", now=at("2027-05-01"))
     assert view.tier_status is not None
     assert view.tier_status["qualification_text"] == "1,500 N in the current window"
     assert view.next_tier == {
@@ -101,7 +101,7 @@ def test_year_end_review_with_grace_warning_and_one_level_drop(engine: Engine, e
     assert evaluate(engine, ev, "2027-01-01").changed == 0
     assert tier_of(engine, ev) == "co_builder"
     with engine.connect() as conn:
-        view = members.show(conn, ev, "m1", now=at("2027-06-01"))
+        view = member_view.show(conn, ev, "m1", now=at("2027-06-01"))
     assert view.tier_status is not None
     assert view.tier_status["keep"]["text"] == "earn 1,000 N by 2027-12-31 to keep Co-builder"
     # 1 January 2028 reviews an empty 2027: grace for 31 days, no move yet.
@@ -129,7 +129,7 @@ def test_requalifying_during_grace_keeps_the_tier(engine: Engine, ev: LoadedProg
     assert evaluate(engine, ev, "2028-02-01").changed == 0
     assert tier_of(engine, ev) == "co_builder"
     with engine.connect() as conn:
-        view = members.show(conn, ev, "m1", now=at("2028-02-02"))
+        view = member_view.show(conn, ev, "m1", now=at("2028-02-02"))
     assert view.tier_status is not None
     assert view.tier_status["grace_until"] is None
 
@@ -189,7 +189,7 @@ def test_a_paid_tier_lasts_its_term_then_the_earned_tier_returns(engine: Engine,
         )
     assert (again.ends_at, again.created) == (bought.ends_at, False)
     with engine.connect() as conn:
-        view = members.show(conn, coffee, "m1", now=NOW)
+        view = member_view.show(conn, coffee, "m1", now=NOW)
     assert view.tier == {"key": "reserve", "name": "Reserve"}
     assert view.tier_status is not None
     assert view.tier_status["source"] == "paid"

@@ -19,7 +19,7 @@ from kinloop.domain.errors import HoldExpired, InvalidInput, NotFound
 from kinloop.domain.orders import Action
 from kinloop.domain.program import Period
 from kinloop.domain.rewards import MAX_QUANTITY, RewardKind
-from kinloop.services import holds, mall, members, orders
+from kinloop.services import holds, mall, member_view, members, orders
 from kinloop.services.keys import Principal
 
 router = APIRouter(prefix="/v1")
@@ -382,7 +382,7 @@ def expiring(
     return {
         "member_id": member_id,
         "days": days,
-        "expiring": members.expiring(conn, loaded, member_id, now=utcnow(), days=days),
+        "expiring": member_view.expiring(conn, loaded, member_id, now=utcnow(), days=days),
     }
 
 

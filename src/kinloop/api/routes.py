@@ -39,7 +39,7 @@ from kinloop.domain.amounts import MAX_MINOR
 from kinloop.domain.errors import InvalidAmount, NotFound, ProgramInvalid
 from kinloop.program.loader import compile_program, parse_program
 from kinloop.services import explain as explain_svc
-from kinloop.services import growth_badges, ingest, keys, ledger, members, programs
+from kinloop.services import growth_badges, ingest, keys, ledger, member_view, members, programs
 from kinloop.services import tiers as tier_svc
 from kinloop.services.keys import Principal
 from kinloop.store.tables import program_versions
@@ -129,7 +129,7 @@ async def get_member(request: Request, who: MemberRead, conn: ReadConn, member_i
 
 
 def _member(conn: Connection, who: Principal, member_id: str) -> dict[str, Any]:
-    return members.show(conn, program_of(conn, who), member_id, now=utcnow()).as_json()
+    return member_view.show(conn, program_of(conn, who), member_id, now=utcnow()).as_json()
 
 
 @router.put("/members/{member_id}", response_model=MemberOut, summary="Create or update a member's profile")
@@ -139,7 +139,7 @@ def put_member(who: Ingest, conn: Conn, member_id: MemberId, body: ProfileIn) ->
     now = utcnow()
     members.set_profile(conn, loaded.program_id, member_id, profile, now=now)
     growth_badges.profile_updated(conn, loaded, members.get(conn, loaded.program_id, member_id).pk, profile, now=now)
-    return members.show(conn, loaded, member_id, now=now).as_json()
+    return member_view.show(conn, loaded, member_id, now=now).as_json()
 
 
 @router.get("/members/{member_id}/ledger", response_model=LedgerPage, summary="A member's history, newest first")

@@ -29,7 +29,7 @@ from kinloop.domain.errors import InvalidInput, NotInitialised
 from kinloop.program.loader import compile_program, parse_program, program_schema
 from kinloop.services import explain as explain_svc
 from kinloop.services import keys as key_svc
-from kinloop.services import ledger, members, programs
+from kinloop.services import ledger, member_view, programs
 from kinloop.services import verify as verify_svc
 from kinloop.store import migrate
 from kinloop.store.db import connect, database_url
@@ -220,7 +220,7 @@ def member_show(
     engine = _engine(db)
     with engine.connect() as conn:
         lp = programs.active(conn, program)
-        view = members.show(conn, lp, member_id, now=utcnow())
+        view = member_view.show(conn, lp, member_id, now=utcnow())
     if as_json:
         _json(view.as_json())
         return

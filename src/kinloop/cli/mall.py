@@ -16,7 +16,7 @@ from kinloop.cli.options import DbOption, JsonOption, ProgramOption
 from kinloop.clock import utcnow
 from kinloop.domain.errors import HoldExpired, InvalidInput
 from kinloop.domain.orders import ACTIONS, Action
-from kinloop.services import holds, mall, members, orders, programs
+from kinloop.services import holds, mall, member_view, orders, programs
 
 rewards_app = typer.Typer(help="The points mall's rewards (stock, prices, codes).", no_args_is_help=True)
 codes_app = typer.Typer(help="Pools of codes for digital rewards.", no_args_is_help=True)
@@ -353,7 +353,7 @@ def member_expiring(
     engine = _engine(db)
     with engine.connect() as conn:
         lp = programs.active(conn, program)
-        soon = members.expiring(conn, lp, member_id, now=utcnow(), days=days)
+        soon = member_view.expiring(conn, lp, member_id, now=utcnow(), days=days)
     if as_json:
         _json({"member_id": member_id, "days": days, "expiring": soon})
         return

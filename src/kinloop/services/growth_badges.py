@@ -24,6 +24,7 @@ from kinloop.domain.periods import local_day
 from kinloop.domain.program import Program, Reward
 from kinloop.domain.rules import Award, AwardKind, Evaluation, MemberState, cel_context
 from kinloop.services.book import Book, chunks
+from kinloop.services.members import json_amount, load_activity
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.bulk import insert_rows, select_in, upsert_rows
 from kinloop.store.tables import member_badges, member_counters, members, task_progress
@@ -289,12 +290,10 @@ def profile_updated(
 def _reward_json(program: Program, reward: Reward | None) -> dict[str, Any] | None:
     if reward is None:
         return None
-    from kinloop.services.members import _number
-
     currency = program.currencies[reward.currency]
     return {
         "currency": reward.currency,
-        "amount": _number(reward.amount, currency.decimals),
+        "amount": json_amount(reward.amount, currency.decimals),
         "text": currency.display(reward.amount),
     }
 
@@ -304,8 +303,6 @@ def showcase(conn: Connection, program: Program, member_pk: int, *, now: datetim
     level's progress where its criterion is a simple threshold."""
     if not program.badges or program.counters is None:
         return []
-    from kinloop.services.members import load_activity
-
     day = local_day(now, program.timezone)
     held: dict[str, dict[str, datetime]] = {}
     for badge, level, at in conn.execute(

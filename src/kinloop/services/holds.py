@@ -22,7 +22,7 @@ from kinloop.domain.program import Program
 from kinloop.services import members as member_svc
 from kinloop.services.book import Book, lock_members
 from kinloop.services.ledger import currency_of, positive_amount
-from kinloop.services.members import _number as json_amount
+from kinloop.services.members import json_amount
 from kinloop.services.orders import give_back
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.tables import holds, members

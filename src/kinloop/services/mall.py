@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Row, func, select, update
 from kinloop.domain.errors import InvalidInput, InvalidReward, UnknownReward
 from kinloop.domain.program import Program
 from kinloop.domain.rewards import Limit, Promo, Reward, may_redeem, parse_reward, price_at, tier_names
-from kinloop.services.members import _number as json_amount
+from kinloop.services.members import json_amount
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.bulk import insert_rows
 from kinloop.store.db import insert_ignore

@@ -32,7 +32,7 @@ from kinloop.domain.rewards import MAX_QUANTITY, Reward, may_redeem, period_star
 from kinloop.services import mall, outbox
 from kinloop.services import members as member_svc
 from kinloop.services.book import Book, lock_members
-from kinloop.services.members import _number as json_amount
+from kinloop.services.members import json_amount
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.tables import lot_movements, lots, members, orders, reward_codes, rewards
 

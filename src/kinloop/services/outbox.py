@@ -23,8 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from kinloop.domain.program import Program
-from kinloop.services.members import MemberRow
-from kinloop.services.members import _number as json_amount
+from kinloop.services.members import MemberRow, json_amount
 from kinloop.store.bulk import insert_rows, select_in
 from kinloop.store.db import insert_ignore, reserve_ids
 from kinloop.store.tables import events, members, outbox, webhook_deliveries, webhook_subscriptions

@@ -565,14 +565,14 @@ def view(
         next_tier = {
             "key": nxt.key,
             "name": nxt.name,
-            "missing": member_svc._number(prog.missing, currency.decimals),
+            "missing": member_svc.json_amount(prog.missing, currency.decimals),
             "text": f"{currency.display(prog.missing)} to {nxt.name}",
         }
     keep: Keep | None = to_keep(ladder, s, qual, today, anniversary)
     status: dict[str, Any] = {
         "source": source if current else None,
         "earned": s.earned,
-        "qualification": member_svc._number(value, currency.decimals),
+        "qualification": member_svc.json_amount(value, currency.decimals),
         "qualification_text": f"{currency.display(value)} in the current window",
         "window": ladder.window.kind if ladder.window.kind != "rolling" else f"rolling {ladder.window.days} days",
         "grace_until": s.grace_until.isoformat() if s.grace_until else None,
@@ -593,7 +593,7 @@ def view(
         )
         status["keep"] = {
             "tier": keep.tier.key,
-            "missing": member_svc._number(keep.missing, currency.decimals),
+            "missing": member_svc.json_amount(keep.missing, currency.decimals),
             "by": keep.by.isoformat(),
             "text": text,
         }
