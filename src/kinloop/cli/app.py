@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import Engine, inspect
 
 from kinloop.cli import draws as outlets_cli
 from kinloop.cli import envelopes as envelopes_cli
@@ -21,11 +18,11 @@ from kinloop.cli import leaderboard as leaderboard_cli
 from kinloop.cli import privileges as privileges_cli
 from kinloop.cli import tasks as tasks_cli
 from kinloop.cli.campaigns import campaigns_app
+from kinloop.cli.common import DbOption, JsonOption, ProgramOption, open_engine, out, print_json, program_transaction
 from kinloop.cli.errors import EXIT_INVALID, EXIT_REFUSED, err, handled
-from kinloop.cli.options import DbOption, JsonOption, ProgramOption
 from kinloop.cli.tiers import parse_moment, tiers_app
 from kinloop.clock import utcnow
-from kinloop.domain.errors import InvalidInput, NotInitialised
+from kinloop.domain.errors import InvalidInput
 from kinloop.program.loader import compile_program, parse_program, program_schema
 from kinloop.services import explain as explain_svc
 from kinloop.services import keys as key_svc
@@ -58,28 +55,13 @@ app.add_typer(envelopes_cli.app, name="envelopes")
 app.add_typer(privileges_cli.app, name="privileges")
 app.command("leaderboard")(leaderboard_cli.leaderboard)
 # soft_wrap: piped output and logs get whole lines, not lines cut at 80 columns.
-out = Console(highlight=False, soft_wrap=True)
-
-
-def _engine(db: str | None) -> Engine:
-    """An engine on an initialised database (or a clear error saying how to initialise it)."""
-    engine = connect(db)
-    if "alembic_version" not in inspect(engine).get_table_names():
-        raise NotInitialised(f"{database_url(db)} has no kinloop data; run `kinloop init PROGRAM.yaml` first")
-    if not migrate.is_current(engine):
-        raise NotInitialised("the database schema is older than this kinloop; run `kinloop init PROGRAM.yaml`")
-    return engine
-
-
-def _json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 @app.command()
 @handled
 def schema() -> None:
     """Print the JSON Schema of program files (for editor completion)."""
-    _json(program_schema())
+    print_json(program_schema())
 
 
 @app.command()
@@ -146,7 +128,7 @@ def ingest(
     """Ingest events: batched, resumable after interruption, idempotent on event_id."""
     from kinloop.importer import ingest_file
 
-    engine = _engine(db)
+    engine = open_engine(db)
     total = _count_lines(file)
     with Progress(
         TextColumn("ingest"),
@@ -170,7 +152,7 @@ def ingest(
         lp = programs.active(conn, program)
     awarded = {k: lp.program.currencies[k].display(v) for k, v in summary.awarded.items()}
     if as_json:
-        _json(
+        print_json(
             {
                 "lines": summary.lines,
                 "resumed_after_line": summary.skipped,
@@ -217,12 +199,12 @@ def member_show(
     member_id: str, db: DbOption = None, program: ProgramOption = None, as_json: JsonOption = False
 ) -> None:
     """A member's balances, tier, progress to the next tier and soon-expiring points."""
-    engine = _engine(db)
+    engine = open_engine(db)
     with engine.connect() as conn:
         lp = programs.active(conn, program)
         view = member_view.show(conn, lp, member_id, now=utcnow())
     if as_json:
-        _json(view.as_json())
+        print_json(view.as_json())
         return
     tier = view.tier["name"] if view.tier else "no tier"
     out.print(f"[bold]{view.member_id}[/] — {tier}")
@@ -252,7 +234,7 @@ def member_show(
 
 def _print_movement(result: ledger.Movement, lp: programs.LoadedProgram, verb: str, as_json: bool) -> None:
     if as_json:
-        _json(result.as_json(lp.program))
+        print_json(result.as_json(lp.program))
         return
     c = lp.program.currencies[result.currency]
     again = " (already done; nothing changed)" if result.replayed else ""
@@ -272,9 +254,7 @@ def spend(
     as_json: JsonOption = False,
 ) -> None:
     """Debit a member's available points (soonest-expiring first); refused when short."""
-    engine = _engine(db)
-    with engine.begin() as conn:
-        lp = programs.active(conn, program)
+    with program_transaction(db, program) as (conn, lp):
         result = ledger.spend(conn, lp, member_id, currency, amount, reason=reason, key=key, now=utcnow(), actor="cli")
     _print_movement(result, lp, "spent", as_json)
 
@@ -293,9 +273,7 @@ def adjust(
     as_json: JsonOption = False,
 ) -> None:
     """Manual credit or debit with actor and reason, audited."""
-    engine = _engine(db)
-    with engine.begin() as conn:
-        lp = programs.active(conn, program)
+    with program_transaction(db, program) as (conn, lp):
         result = ledger.adjust(conn, lp, member_id, currency, amount, reason=reason, actor=actor, key=key, now=utcnow())
     _print_movement(result, lp, "adjusted" if not amount.startswith("-") else "debited", as_json)
 
@@ -312,9 +290,7 @@ def reverse(
     as_json: JsonOption = False,
 ) -> None:
     """Claw back what an event awarded (all, or by a refunded amount) and re-evaluate the tier."""
-    engine = _engine(db)
-    with engine.begin() as conn:
-        lp = programs.active(conn, program)
+    with program_transaction(db, program) as (conn, lp):
         result = ledger.reverse(
             conn,
             lp,
@@ -326,7 +302,7 @@ def reverse(
         )
     data = result.as_json(lp.program)
     if as_json:
-        _json(data)
+        print_json(data)
         return
     taken = ", ".join(data["text"].values()) or "nothing"
     out.print(f"reversed {event_id}: took back {taken}")
@@ -351,7 +327,7 @@ def _drain(
     db: str | None, program: str | None, job: Callable[..., dict[str, int]]
 ) -> tuple[programs.LoadedProgram, dict[str, int]]:
     """Run a ledger job in transactions of bounded size until nothing more is due."""
-    engine = _engine(db)
+    engine = open_engine(db)
     now = utcnow()
     totals: dict[str, int] = {}
     while True:
@@ -366,7 +342,7 @@ def _drain(
 
 def _print_totals(lp: programs.LoadedProgram, verb: str, totals: dict[str, int], as_json: bool) -> None:
     if as_json:
-        _json({verb: totals})
+        print_json({verb: totals})
         return
     words = ", ".join(lp.program.currencies[k].display(v) for k, v in totals.items())
     out.print(f"{verb}: {words or 'nothing due'}")
@@ -392,12 +368,12 @@ def release(db: DbOption = None, program: ProgramOption = None, as_json: JsonOpt
 @handled
 def verify(db: DbOption = None, program: ProgramOption = None, as_json: JsonOption = False) -> None:
     """Recompute every balance from the entries and every lot from its movements."""
-    engine = _engine(db)
+    engine = open_engine(db)
     with engine.connect() as conn:
         lp = programs.active(conn, program)
         report = verify_svc.verify(conn, lp)
     if as_json:
-        _json(
+        print_json(
             {
                 "ok": report.ok,
                 "members": report.members,
@@ -424,12 +400,12 @@ def verify(db: DbOption = None, program: ProgramOption = None, as_json: JsonOpti
 @handled
 def explain(event_id: str, db: DbOption = None, program: ProgramOption = None, as_json: JsonOption = False) -> None:
     """Why an event earned what it earned: every rule, matched or not, and the entries since."""
-    engine = _engine(db)
+    engine = open_engine(db)
     with engine.connect() as conn:
         lp = programs.active(conn, program)
         x = explain_svc.explain(conn, lp, event_id)
     if as_json:
-        _json(x.as_json())
+        print_json(x.as_json())
         return
     out.print(
         f"[bold]{x.event_id}[/]: {x.type} by {x.member_id} at {x.occurred_at.isoformat()} "
@@ -463,7 +439,7 @@ def serve(
 
     import uvicorn
 
-    _engine(db)  # refuse to start on a database that is not initialised
+    open_engine(db)  # refuse to start on a database that is not initialised
     os.environ["KINLOOP_DATABASE_URL"] = database_url(db)
     err.print(f"kinloop API on http://{host}:{port} (docs: http://{host}:{port}/docs), {workers} worker(s)")
     uvicorn.run(
@@ -487,12 +463,10 @@ def keys_create(
     as_json: JsonOption = False,
 ) -> None:
     """Create an API key; it is printed once and only its hash is kept."""
-    engine = _engine(db)
-    with engine.begin() as conn:
-        lp = programs.active(conn, program)
+    with program_transaction(db, program) as (conn, lp):
         key, info = key_svc.create(conn, lp.program_id, scope, name=name, now=utcnow())
     if as_json:
-        _json({"key": key, **info.as_json()})
+        print_json({"key": key, **info.as_json()})
         return
     out.print(f"{info.scope} key for {lp.program.key} (prefix {info.prefix}); store it now, it is not shown again:")
     out.print(key, markup=False)
@@ -502,12 +476,12 @@ def keys_create(
 @handled
 def keys_list(db: DbOption = None, program: ProgramOption = None, as_json: JsonOption = False) -> None:
     """List the program's keys (prefixes only)."""
-    engine = _engine(db)
+    engine = open_engine(db)
     with engine.connect() as conn:
         lp = programs.active(conn, program)
         found = key_svc.listing(conn, lp.program_id)
     if as_json:
-        _json([k.as_json() for k in found])
+        print_json([k.as_json() for k in found])
         return
     table = Table("prefix", "scope", "name", "created", "revoked", title=f"API keys of {lp.program.key}")
     for k in found:
@@ -525,9 +499,7 @@ def keys_list(db: DbOption = None, program: ProgramOption = None, as_json: JsonO
 @handled
 def keys_revoke(prefix: str, db: DbOption = None, program: ProgramOption = None) -> None:
     """Revoke a key by its prefix; it stops working within seconds on every worker."""
-    engine = _engine(db)
-    with engine.begin() as conn:
-        lp = programs.active(conn, program)
+    with program_transaction(db, program) as (conn, lp):
         info = key_svc.revoke(conn, lp.program_id, prefix, now=utcnow())
     out.print(f"revoked {info.prefix} ({info.scope}, {info.name})")
 
@@ -543,12 +515,10 @@ def remind(
     """Write a points.expiring webhook message per member and expiry date, once however often it runs."""
     from kinloop.services.reminders import remind_expiring
 
-    engine = _engine(db)
-    with engine.begin() as conn:
-        lp = programs.active(conn, program)
+    with program_transaction(db, program) as (conn, lp):
         result = remind_expiring(conn, lp, days=days, now=utcnow())
     if as_json:
-        _json(result.as_json())
+        print_json(result.as_json())
     elif not result.subscribed:
         out.print("no webhook subscription wants points.expiring; nothing written")
     else:
@@ -569,12 +539,12 @@ def worker(
 
     from kinloop.services.webhooks import Counts, Worker
 
-    engine = _engine(db)
+    engine = open_engine(db)
     with Worker(engine) as job:
         if once:
             totals = job.drain()
             if as_json:
-                _json(totals.as_json())
+                print_json(totals.as_json())
             else:
                 out.print(f"delivered {totals.delivered}, retrying {totals.retrying}, failed {totals.failed}")
             return
@@ -583,7 +553,7 @@ def worker(
 
         def report(done: Counts) -> None:
             if as_json:
-                _json(done.as_json())
+                print_json(done.as_json())
             else:
                 out.print(f"delivered {done.delivered}, retrying {done.retrying}, failed {done.failed}")
 
@@ -612,7 +582,7 @@ def demo(
     if no_serve:
         return
     url = database_url(db) if db else DEMO_URL
-    engine = _engine(url)
+    engine = open_engine(url)
     with engine.begin() as conn:
         lp = programs.active(conn)
         key, _ = key_svc.create(conn, lp.program_id, "admin", name="demo", now=utcnow())
@@ -659,7 +629,7 @@ def bench_ingest(
         progress_console=None if as_json else err,
     )
     if as_json:
-        _json(result)
+        print_json(result)
         return
     table = Table("figure", "value", title=f"kinloop bench ingest ({result['mode']}, {result['database']})")
     for k, v in result.items():
@@ -686,7 +656,7 @@ def bench_tiers(
 
     result = run_tiers_bench(db, members=members_n, progress_console=None if as_json else err)
     if as_json:
-        _json(result)
+        print_json(result)
         return
     table = Table("figure", "value", title=f"kinloop bench tiers ({result['database']})")
     for k, v in result.items():
@@ -728,7 +698,7 @@ def bench_api(
         progress_console=None if as_json else err,
     )
     if as_json:
-        _json(result)
+        print_json(result)
         return
     title = f"kinloop bench api ({result['database']}, {workers} worker(s), {concurrency} in flight)"
     table = Table("figure", "value", title=title)
@@ -770,7 +740,7 @@ def bench_outlets(
         progress_console=None if as_json else err,
     )
     if as_json:
-        _json(result)
+        print_json(result)
         return
     table = Table("figure", "value", title=f"kinloop bench outlets ({result['database']}, {processes} processes)")
     for k, v in result.items():

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from kinloop.cli.common import open_engine, out, print_json
 from kinloop.cli.errors import handled
 from kinloop.clock import utcnow
 from kinloop.services import campaigns as campaign_svc
@@ -23,14 +24,13 @@ def campaigns_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Every campaign of the active program: its schedule, status now, next start and budget left."""
-    from kinloop.cli.app import _engine, _json, out  # the shared CLI helpers; app.py imports this module
 
-    engine = _engine(db)
+    engine = open_engine(db)
     with engine.connect() as conn:
         lp = programs.active(conn, program)
         rows = campaign_svc.listing(conn, lp.program_id, lp.program, utcnow())
     if as_json:
-        _json({"campaigns": rows})
+        print_json({"campaigns": rows})
         return
     if not rows:
         out.print("this program has no campaigns")

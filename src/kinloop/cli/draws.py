@@ -10,10 +10,10 @@ from typing import Annotated, Any, TypeVar
 import typer
 import yaml
 from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Connection
 
+from kinloop.cli.common import DbOption, JsonOption, ProgramOption, open_engine, out, print_json
 from kinloop.cli.errors import err, handled
 from kinloop.clock import utcnow
 from kinloop.domain.errors import InvalidInput
@@ -21,12 +21,6 @@ from kinloop.services import draws, goals, programs
 from kinloop.services.programs import LoadedProgram
 
 T = TypeVar("T")
-out = Console(highlight=False, soft_wrap=True)
-DbOption = Annotated[
-    str | None, typer.Option("--db", help="Database URL [env: KINLOOP_DATABASE_URL; default sqlite:///kinloop.db]")
-]
-ProgramOption = Annotated[str | None, typer.Option("--program", help="Program key (needed when several are loaded).")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 draws_app = typer.Typer(
     help="Draws: prize pools paid with points, with results anyone can verify.", no_args_is_help=True
@@ -36,17 +30,9 @@ goals_app = typer.Typer(help="Shared goals that members donate points to.", no_a
 
 def run(db: str | None, program: str | None, fn: Callable[[Connection, LoadedProgram], T], *, write: bool) -> T:
     """`fn(conn, program)` in one transaction on an initialised database."""
-    from kinloop.cli.app import _engine  # the CLI's own checks (initialised, current schema)
-
-    engine = _engine(db)
+    engine = open_engine(db)
     with engine.begin() if write else engine.connect() as conn:
         return fn(conn, programs.active(conn, program))
-
-
-def show_json(data: Any) -> None:
-    from kinloop.cli.app import _json
-
-    _json(data)
 
 
 def _strings(data: Any) -> Any:
@@ -107,7 +93,7 @@ def create(
     spec = read_draw(file)
     view = run(db, program, lambda c, lp: draws.create(c, lp, spec, now=utcnow(), actor="cli"), write=True)
     if as_json:
-        show_json(view)
+        print_json(view)
     else:
         print_draw(view)
 
@@ -118,7 +104,7 @@ def list_draws(db: DbOption = None, program: ProgramOption = None, as_json: Json
     """Every draw with its odds, stock and expected cost."""
     found = run(db, program, lambda c, lp: draws.listing(c, lp, now=utcnow()), write=False)
     if as_json:
-        show_json(found)
+        print_json(found)
         return
     for view in found:
         print_draw(view)
@@ -141,7 +127,7 @@ def enter(
 
     result = run(db, program, go, write=True)
     if as_json:
-        show_json(result)
+        print_json(result)
     else:
         out.print(result["text"])
 
@@ -152,7 +138,7 @@ def close(draw: str, db: DbOption = None, program: ProgramOption = None, as_json
     """Close a draw now and reveal its seed."""
     view = run(db, program, lambda c, lp: draws.close(c, lp, draw, now=utcnow(), actor="cli"), write=True)
     if as_json:
-        show_json(view)
+        print_json(view)
     else:
         print_draw(view)
 
@@ -161,7 +147,7 @@ def close(draw: str, db: DbOption = None, program: ProgramOption = None, as_json
 @handled
 def record(draw: str, db: DbOption = None, program: ProgramOption = None) -> None:
     """Print the public record (JSON): commitment, seed once closed, odds tables, every entry."""
-    show_json(run(db, program, lambda c, lp: draws.record(c, lp, draw, now=utcnow()), write=False))
+    print_json(run(db, program, lambda c, lp: draws.record(c, lp, draw, now=utcnow()), write=False))
 
 
 @draws_app.command("verify")
@@ -182,7 +168,7 @@ def verify(
         data = run(db, program, lambda c, lp: draws.record(c, lp, draw, now=utcnow()), write=False)
     problems = draws.verify_record(data)
     if as_json:
-        show_json({"draw": data["draw"], "entries": len(data["entries"]), "ok": not problems, "problems": problems})
+        print_json({"draw": data["draw"], "entries": len(data["entries"]), "ok": not problems, "problems": problems})
     elif problems:
         for p in problems:
             err.print(p, markup=False)
@@ -198,7 +184,7 @@ def draw_stats(db: DbOption = None, program: ProgramOption = None, as_json: Json
     """Entries, entrants, points collected and paid out, per draw."""
     found = run(db, program, lambda c, lp: draws.stats(c, lp, now=utcnow()), write=False)
     if as_json:
-        show_json(found)
+        print_json(found)
         return
     for s in found:
         out.print(
@@ -232,7 +218,7 @@ def goal_create(
         write=True,
     )
     if as_json:
-        show_json(view)
+        print_json(view)
     else:
         out.print(view["progress_text"])
 
@@ -257,7 +243,7 @@ def goal_donate(
         write=True,
     )
     if as_json:
-        show_json(result)
+        print_json(result)
     else:
         out.print(f"{result['text']}; {result['progress_text']}")
 
@@ -268,7 +254,7 @@ def goal_show(goal: str, db: DbOption = None, program: ProgramOption = None, as_
     """A goal's progress, donors and milestones."""
     view = run(db, program, lambda c, lp: goals.show(c, lp, goal), write=False)
     if as_json:
-        show_json(view)
+        print_json(view)
         return
     out.print(view["progress_text"])
     for d in view["donors"]:
@@ -283,7 +269,7 @@ def goal_stats(db: DbOption = None, program: ProgramOption = None, as_json: Json
     """Rounds reached, donations and donors, per goal."""
     found = run(db, program, lambda c, lp: goals.stats(c, lp), write=False)
     if as_json:
-        show_json(found)
+        print_json(found)
         return
     for s in found:
         out.print(

@@ -9,7 +9,8 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy import Connection
 
-from kinloop.cli.draws import DbOption, JsonOption, ProgramOption, out, run, show_json
+from kinloop.cli.common import DbOption, JsonOption, ProgramOption, out, print_json
+from kinloop.cli.draws import run
 from kinloop.cli.errors import handled
 from kinloop.clock import utcnow
 from kinloop.domain.errors import InvalidInput
@@ -23,7 +24,7 @@ def _job(db: str | None, program: str | None, job: Callable[..., dict[str, int]]
     now = utcnow()
     done = run(db, program, lambda c, lp: job(c, lp, now=now), write=True)
     if as_json:
-        show_json({verb: done})
+        print_json({verb: done})
     else:
         out.print(", ".join(f"{k}: {v}" for k, v in done.items()))
 
@@ -72,7 +73,7 @@ def compensate(
 
     view = run(db, program, go, write=True)
     if as_json:
-        show_json(view)
+        print_json(view)
     else:
         out.print(f"compensation {view['key']} to {view['to']}: {view['text']}")
 
@@ -83,7 +84,7 @@ def stats(db: DbOption = None, program: ProgramOption = None, as_json: JsonOptio
     """Volumes and claim rates per kind of envelope."""
     found = run(db, program, lambda c, lp: envelopes.stats(c, lp), write=False)
     if as_json:
-        show_json(found)
+        print_json(found)
         return
     for kind, per_currency in found.items():
         for figures in per_currency.values():

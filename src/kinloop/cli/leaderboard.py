@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from kinloop.cli.common import DbOption, JsonOption, ProgramOption, open_engine, out, print_json
 from kinloop.cli.errors import handled
-from kinloop.cli.options import DbOption, JsonOption, ProgramOption
 from kinloop.clock import utcnow
 from kinloop.services import leaderboards, programs
 
@@ -27,9 +27,8 @@ def leaderboard(
     as_json: JsonOption = False,
 ) -> None:
     """A leaderboard's top N (score, then who reached it first, then member id), or a member's rank."""
-    from kinloop.cli.app import _engine, _json, out
 
-    engine = _engine(db)
+    engine = open_engine(db)
     with engine.connect() as conn:
         lp = programs.active(conn, program)
         if member is not None:
@@ -37,7 +36,7 @@ def leaderboard(
         else:
             result = leaderboards.top(conn, lp, key, period=period, group=group, limit=top, now=utcnow())
     if as_json:
-        _json(result)
+        print_json(result)
         return
     if member is not None:
         out.print(f"{member}: {result['text']}")

@@ -10,9 +10,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from kinloop.cli.app import _engine, _json, member_app, out
+from kinloop.cli.app import member_app
+from kinloop.cli.common import DbOption, JsonOption, ProgramOption, open_engine, out, print_json, program_transaction
 from kinloop.cli.errors import handled
-from kinloop.cli.options import DbOption, JsonOption, ProgramOption
 from kinloop.clock import utcnow
 from kinloop.domain.errors import HoldExpired, InvalidInput
 from kinloop.domain.orders import ACTIONS, Action
@@ -38,12 +38,10 @@ def rewards_load(
     """Create or replace rewards from a file (what they sold is kept); all or nothing."""
     if not file.is_file():
         raise InvalidInput(f"no such file: {file}", field="file")
-    engine = _engine(db)
-    with engine.begin() as conn:
-        lp = programs.active(conn, program)
+    with program_transaction(db, program) as (conn, lp):
         done = mall.load_seed(conn, lp, file.read_text(encoding="utf-8"), now=utcnow(), source=str(file))
     if as_json:
-        _json(done)
+        print_json(done)
         return
     for key, what in done.items():
         out.print(f"{what}: {key}")
@@ -59,7 +57,7 @@ def rewards_list(
     as_json: JsonOption = False,
 ) -> None:
     """The rewards, priced now, with what is left."""
-    engine = _engine(db)
+    engine = open_engine(db)
     now = utcnow()
     with engine.connect() as conn:
         lp = programs.active(conn, program)
@@ -68,7 +66,7 @@ def rewards_list(
             for r in mall.listing(conn, lp.program_id, category=category, include_hidden=everything)
         ]
     if as_json:
-        _json(shown)
+        print_json(shown)
         return
     table = Table("key", "reward", "left", "category", title=f"{lp.program.name}: rewards")
     for r in shown:
@@ -89,12 +87,10 @@ def codes_upload(
     if not file.is_file():
         raise InvalidInput(f"no such file: {file}", field="file")
     codes = file.read_text(encoding="utf-8").splitlines()
-    engine = _engine(db)
-    with engine.begin() as conn:
-        lp = programs.active(conn, program)
+    with program_transaction(db, program) as (conn, lp):
         result = mall.upload_codes(conn, lp.program_id, reward, codes, now=utcnow())
     if as_json:
-        _json(result)
+        print_json(result)
     else:
         out.print(f"{reward}: {result['added']} codes added, {result['skipped']} already there, {result['free']} free")
 
@@ -102,7 +98,7 @@ def codes_upload(
 # --- orders ---------------------------------------------------------------------------------
 def _print_order(order: orders.Order, lp: programs.LoadedProgram, as_json: bool) -> None:
     if as_json:
-        _json(order.as_json(lp.program))
+        print_json(order.as_json(lp.program))
         return
     again = " (already placed; nothing changed)" if order.replayed else ""
     out.print(f"order {order.id} for {order.member_id}: {order.as_json(lp.program)['text']}{again}")
@@ -122,9 +118,7 @@ def orders_place(
     as_json: JsonOption = False,
 ) -> None:
     """Redeem a reward for a member (tier gate, limit, stock and balance checked; all or nothing)."""
-    engine = _engine(db)
-    with engine.begin() as conn:
-        lp = programs.active(conn, program)
+    with program_transaction(db, program) as (conn, lp):
         order = orders.place(conn, lp, member_id, reward, quantity=quantity, key=key, now=utcnow(), actor="cli")
     _print_order(order, lp, as_json)
 
@@ -140,12 +134,12 @@ def orders_list(
     as_json: JsonOption = False,
 ) -> None:
     """Orders, newest first."""
-    engine = _engine(db)
+    engine = open_engine(db)
     with engine.connect() as conn:
         lp = programs.active(conn, program)
         page, _ = orders.listing(conn, lp, member_id=member, status=status, before=None, limit=limit)
     if as_json:
-        _json([o.as_json(lp.program) for o in page])
+        print_json([o.as_json(lp.program) for o in page])
         return
     table = Table("id", "member", "order", "placed", title=f"{lp.program.name}: orders")
     for o in page:
@@ -158,7 +152,7 @@ def orders_list(
 @handled
 def orders_show(order_id: int, db: DbOption = None, program: ProgramOption = None, as_json: JsonOption = False) -> None:
     """One order, with its codes and history."""
-    engine = _engine(db)
+    engine = open_engine(db)
     with engine.connect() as conn:
         lp = programs.active(conn, program)
         order = orders.get(conn, lp, order_id)
@@ -190,9 +184,7 @@ def _mover(action: Action) -> None:
         program: ProgramOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        engine = _engine(db)
-        with engine.begin() as conn:
-            lp = programs.active(conn, program)
+        with program_transaction(db, program) as (conn, lp):
             order = orders.transition(
                 conn,
                 lp,
@@ -214,7 +206,7 @@ for _action in ACTIONS:
 def _print_hold(hold: holds.Hold, lp: programs.LoadedProgram, as_json: bool) -> None:
     shown = hold.as_json(lp.program, utcnow())
     if as_json:
-        _json(shown)
+        print_json(shown)
         return
     again = " (already so; nothing changed)" if hold.outcome == "repeat" else ""
     out.print(f"hold {shown['hold_id']} for {shown['member_id']}: {shown['text']}{again}")
@@ -234,9 +226,7 @@ def holds_create(
     as_json: JsonOption = False,
 ) -> None:
     """Hold a member's points for a checkout."""
-    engine = _engine(db)
-    with engine.begin() as conn:
-        lp = programs.active(conn, program)
+    with program_transaction(db, program) as (conn, lp):
         hold = holds.create(
             conn,
             lp,
@@ -258,9 +248,7 @@ def holds_capture(
     hold_id: int, db: DbOption = None, program: ProgramOption = None, as_json: JsonOption = False
 ) -> None:
     """Spend the held points (capturing again changes nothing)."""
-    engine = _engine(db)
-    with engine.begin() as conn:
-        lp = programs.active(conn, program)
+    with program_transaction(db, program) as (conn, lp):
         hold = holds.capture(conn, lp, hold_id, now=utcnow(), actor="cli")
     if hold.outcome == "expired":  # committed above: the points went back
         raise HoldExpired("this hold timed out and its points went back to the member")
@@ -273,9 +261,7 @@ def holds_release(
     hold_id: int, db: DbOption = None, program: ProgramOption = None, as_json: JsonOption = False
 ) -> None:
     """Give the held points back into their lots."""
-    engine = _engine(db)
-    with engine.begin() as conn:
-        lp = programs.active(conn, program)
+    with program_transaction(db, program) as (conn, lp):
         hold = holds.release(conn, lp, hold_id, now=utcnow(), actor="cli")
     _print_hold(hold, lp, as_json)
 
@@ -284,7 +270,7 @@ def holds_release(
 @handled
 def holds_expire(db: DbOption = None, program: ProgramOption = None, as_json: JsonOption = False) -> None:
     """Release holds past their time-out; safe to run as often as you like."""
-    engine = _engine(db)
+    engine = open_engine(db)
     now = utcnow()
     totals: dict[str, int] = {}
     while True:
@@ -296,7 +282,7 @@ def holds_expire(db: DbOption = None, program: ProgramOption = None, as_json: Js
         if not done:
             break
     if as_json:
-        _json({"released": totals})
+        print_json({"released": totals})
         return
     words = ", ".join(lp.program.currencies[k].display(v) for k, v in totals.items())
     out.print(f"released: {words or 'nothing due'}")
@@ -312,12 +298,12 @@ def redemptions(
 ) -> None:
     """Redemptions by reward, category and tier over a period."""
     start, end = _stamp(since, "since"), _stamp(until, "until")
-    engine = _engine(db)
+    engine = open_engine(db)
     with engine.connect() as conn:
         lp = programs.active(conn, program)
         report = mall.redemptions(conn, lp, since=start, until=end)
     if as_json:
-        _json(report)
+        print_json(report)
         return
     for by in ("reward", "category", "tier"):
         table = Table(by, "orders", "units", "points", "returned", title=f"redemptions by {by}")
@@ -350,12 +336,12 @@ def member_expiring(
     as_json: JsonOption = False,
 ) -> None:
     """A member's points expiring within N days (the points.expiring webhook reminds the brand)."""
-    engine = _engine(db)
+    engine = open_engine(db)
     with engine.connect() as conn:
         lp = programs.active(conn, program)
         soon = member_view.expiring(conn, lp, member_id, now=utcnow(), days=days)
     if as_json:
-        _json({"member_id": member_id, "days": days, "expiring": soon})
+        print_json({"member_id": member_id, "days": days, "expiring": soon})
         return
     for item in soon:
         out.print(item["text"])

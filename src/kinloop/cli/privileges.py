@@ -8,8 +8,8 @@ from typing import Annotated, Literal
 import typer
 from rich.table import Table
 
+from kinloop.cli.common import DbOption, JsonOption, ProgramOption, open_engine, out, print_json, program_transaction
 from kinloop.cli.errors import handled
-from kinloop.cli.options import DbOption, JsonOption, ProgramOption
 from kinloop.clock import utcnow
 from kinloop.domain.errors import InvalidInput
 from kinloop.services import privileges, programs
@@ -28,14 +28,11 @@ def use(
     as_json: JsonOption = False,
 ) -> None:
     """Use a privilege for a member now; refused when not held, outside its window or used up."""
-    from kinloop.cli.app import _engine, _json, out
 
-    engine = _engine(db)
-    with engine.begin() as conn:
-        lp = programs.active(conn, program)
+    with program_transaction(db, program) as (conn, lp):
         result = privileges.use(conn, lp, member_id, privilege, key=key, now=utcnow())
     if as_json:
-        _json(result)
+        print_json(result)
         return
     again = " (already done; nothing changed)" if result["replayed"] else ""
     out.print(f"{member_id}: {result['text']}{again}")
@@ -51,7 +48,6 @@ def usage(
     as_json: JsonOption = False,
 ) -> None:
     """Use rate per privilege and tier: uses in the period / members in the tier."""
-    from kinloop.cli.app import _engine, _json, out
 
     per = _period(period)
     day = None
@@ -60,12 +56,12 @@ def usage(
             day = date.fromisoformat(on)
         except ValueError:
             raise InvalidInput(f"{on!r} is not a date (YYYY-MM-DD)", field="on") from None
-    engine = _engine(db)
+    engine = open_engine(db)
     with engine.connect() as conn:
         lp = programs.active(conn, program)
         report = privileges.usage(conn, lp, per=per, on=day, now=utcnow())
     if as_json:
-        _json(report)
+        print_json(report)
         return
     table = Table(
         "privilege", "tier", "members", "uses", "users", "use rate", title=f"{report['from']} to {report['to']}"

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from kinloop.cli.common import open_engine, out, print_json
 from kinloop.cli.errors import handled
 from kinloop.domain.errors import NotFound
 from kinloop.services import growth_badges, programs
@@ -25,9 +26,8 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Completions per task and period (day, week, month, or `all` for one-off tasks)."""
-    from kinloop.cli.app import _engine, _json, out
 
-    engine = _engine(db)
+    engine = open_engine(db)
     with engine.connect() as conn:
         lp = programs.active(conn, program)
         if task is not None and task not in {t.key for t in lp.program.tasks}:
@@ -35,7 +35,7 @@ def stats(
             raise NotFound(f"no task {task!r} in this program (its tasks: {known})", field="task")
         rows = growth_badges.task_stats(conn, lp, task=task)
     if as_json:
-        _json(rows)
+        print_json(rows)
         return
     table = Table("task", "name", "period", "completions", title="task completions")
     for r in rows:

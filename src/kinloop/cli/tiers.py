@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from kinloop.cli.common import DbOption, JsonOption, ProgramOption, open_engine, out, print_json, program_transaction
 from kinloop.cli.errors import handled
-from kinloop.cli.options import DbOption, JsonOption, ProgramOption
 from kinloop.domain.errors import InvalidInput
 from kinloop.domain.program import Program
 
@@ -43,22 +43,18 @@ def evaluate(
     and the tier.will_change / tier.expiring messages (run it daily)."""
     from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
-    from kinloop.cli.app import _engine, _json, out
     from kinloop.cli.errors import err
     from kinloop.clock import utcnow
-    from kinloop.services import programs
     from kinloop.services import tiers as tier_svc
 
     moment = parse_moment(now, "now") if now else utcnow()
-    engine = _engine(db)
-    with engine.begin() as conn:
-        lp = programs.active(conn, program)
+    with program_transaction(db, program) as (conn, lp):
         columns = (TextColumn("evaluating tiers: {task.completed:,} members"), TimeElapsedColumn())
         with Progress(*columns, console=err, disable=as_json, transient=True) as bar:
             task = bar.add_task("evaluate", total=None)
             result = tier_svc.evaluate(conn, lp, now=moment, on_progress=lambda n: bar.update(task, completed=n))
     if as_json:
-        _json(result.as_json())
+        print_json(result.as_json())
         return
     out.print(f"{result.members:,} members reviewed, {result.changed:,} moved")
     for move, n in sorted(result.moves.items()):
@@ -83,18 +79,14 @@ def set_tier(
     as_json: JsonOption = False,
 ) -> None:
     """Set a member's tier by hand: a floor (for good or --until a date) or --lock'ed; audited."""
-    from kinloop.cli.app import _engine, _json, out
     from kinloop.clock import utcnow
-    from kinloop.services import programs
     from kinloop.services import tiers as tier_svc
 
     if until and lock:
         raise InvalidInput("give --until or --lock, not both", field="until")
     if not reason.strip():
         raise InvalidInput("a reason is required", field="reason")
-    engine = _engine(db)
-    with engine.begin() as conn:
-        lp = programs.active(conn, program)
+    with program_transaction(db, program) as (conn, lp):
         result = tier_svc.set_manual(
             conn,
             lp,
@@ -107,7 +99,7 @@ def set_tier(
             now=utcnow(),
         )
     if as_json:
-        _json(result.as_json())
+        print_json(result.as_json())
     else:
         out.print(f"{member_id}: {result.tier or 'no tier'}" + ("" if result.changed else " (unchanged)"))
 
@@ -121,7 +113,6 @@ def preview(
     as_json: JsonOption = False,
 ) -> None:
     """Who would move where if this file were activated: a from→to count matrix."""
-    from kinloop.cli.app import _engine, _json, out
     from kinloop.clock import utcnow
     from kinloop.program.loader import compile_program, parse_program
     from kinloop.services import programs
@@ -131,12 +122,12 @@ def preview(
         raise InvalidInput(f"no such file: {file}", field="file")
     spec = parse_program(file.read_text(encoding="utf-8"), source=str(file))
     new = compile_program(spec, source=str(file))
-    engine = _engine(db)
+    engine = open_engine(db)
     with engine.connect() as conn:
         lp = programs.active(conn, spec.key)
         matrix = tier_svc.preview(conn, lp, new, now=parse_moment(now, "now") if now else utcnow())
     if as_json:
-        _json({"program": spec.key, "matrix": matrix})
+        print_json({"program": spec.key, "matrix": matrix})
         return
     targets = sorted({t for row in matrix.values() for t in row}, key=_rank(new))
     table = Table("from \\ to", *targets, title=f"{spec.key}: tiers after activating {file.name}")
