@@ -16,7 +16,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 from swagger_ui_bundle import swagger_ui_path
 
-from kinloop import __version__
+from kinloop import __version__, web
 from kinloop.api import (
     checkin,
     draws,
@@ -35,6 +35,7 @@ from kinloop.api.deps import ApiState, BodyLimit
 from kinloop.api.routes import router
 from kinloop.store import migrate
 from kinloop.store.db import connect, database_url, readonly
+from kinloop.web import errors as web_errors
 
 DEFAULT_RATE_LIMIT = 2000
 DEFAULT_MAX_BODY = 2 * 1024 * 1024
@@ -91,7 +92,7 @@ def create_app(db: str | None = None, *, rate_limit: int | None = None, max_body
         writer=Lock() if sqlite else None,
         in_process=sqlite,
     )
-    problems.install(app)
+    problems.install(app, pages=web_errors)
     app.add_middleware(BodyLimit, max_body=app.state.kinloop.max_body)
     app.add_middleware(metrics.Middleware)  # outermost: it times and counts every reply
     app.include_router(router)
@@ -106,6 +107,7 @@ def create_app(db: str | None = None, *, rate_limit: int | None = None, max_body
     app.include_router(leaderboards.router)
     app.include_router(mall.router)
     # The docs work offline: Swagger UI's files are served by kinloop itself.
+    web.install(app)
     app.mount("/static/swagger", StaticFiles(directory=swagger_ui_path), name="swagger")
 
     @app.get("/docs", include_in_schema=False)

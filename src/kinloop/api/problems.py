@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kinloop.api.schemas import Problem
@@ -23,6 +23,16 @@ from kinloop.domain.errors import (
 from kinloop.services.keys import Forbidden, Unauthorized
 
 log = logging.getLogger("kinloop.api")
+
+
+class Pages(Protocol):
+    """Where errors on web pages are rendered (the module `kinloop.web.errors`)."""
+
+    def claims(self, request: Request) -> bool: ...
+
+    def reply(self, request: Request, status: int, code: str, detail: str) -> Response: ...
+
+
 PROBLEM = "application/problem+json"
 
 
@@ -114,8 +124,11 @@ def document(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def install(app: FastAPI) -> None:
-    """Register the handlers that turn every error into a problem response, and document them."""
+def install(app: FastAPI, pages: Pages | None = None) -> None:
+    """Register the handlers that turn every error into a problem response, and document them.
+
+    `pages` renders errors on the web pages (`kinloop.web.errors`): a request it claims
+    gets an HTML page with the same status and code instead of problem JSON."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -125,8 +138,13 @@ def install(app: FastAPI) -> None:
 
     app.openapi = openapi  # type: ignore[method-assign]
 
+    def web(request: Request, status: int, code: str, detail: str) -> Response | None:
+        return pages.reply(request, status, code, detail) if pages and pages.claims(request) else None
+
     @app.exception_handler(KinloopError)
-    async def _domain(_request: Request, exc: KinloopError) -> JSONResponse:
+    async def _domain(request: Request, exc: KinloopError) -> Response:
+        if (page := web(request, status_of(exc), exc.code, exc.detail)) is not None:
+            return page
         extra: dict[str, Any] = {}
         if isinstance(exc, ProgramInvalid):
             extra["errors"] = [{"path": i.path, "message": i.message} for i in exc.issues]
@@ -136,7 +154,11 @@ def install(app: FastAPI) -> None:
         return response
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        if (
+            page := web(request, 422, "invalid_request", "the form is missing a field or has a wrong value")
+        ) is not None:
+            return page
         if isinstance(exc.body, bytes):  # FastAPI reads JSON only when the content type says so
             return problem(415, "unsupported_media_type", "send the body as JSON, with Content-Type: application/json")
         errors = exc.errors()
@@ -153,7 +175,9 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if (page := web(request, exc.status_code, "http_error", str(exc.detail))) is not None:
+            return page
         codes = {
             400: "malformed_json",  # FastAPI's only 400: a body it could not parse (e.g. nested too deep)
             404: "not_found",
@@ -167,6 +191,10 @@ def install(app: FastAPI) -> None:
         return response
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
+        if (
+            page := web(request, 500, "internal_error", "an unexpected error occurred; it has been logged")
+        ) is not None:
+            return page
         return problem(500, "internal_error", "an unexpected error occurred; it has been logged")

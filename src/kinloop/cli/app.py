@@ -17,6 +17,7 @@ from kinloop.cli import envelopes as envelopes_cli
 from kinloop.cli import leaderboard as leaderboard_cli
 from kinloop.cli import privileges as privileges_cli
 from kinloop.cli import tasks as tasks_cli
+from kinloop.cli import users as users_cli
 from kinloop.cli.campaigns import campaigns_app
 from kinloop.cli.common import DbOption, JsonOption, ProgramOption, open_engine, out, print_json, program_transaction
 from kinloop.cli.errors import EXIT_INVALID, EXIT_REFUSED, err, handled
@@ -53,6 +54,7 @@ app.add_typer(outlets_cli.draws_app, name="draws")
 app.add_typer(outlets_cli.goals_app, name="goals")
 app.add_typer(envelopes_cli.app, name="envelopes")
 app.add_typer(privileges_cli.app, name="privileges")
+app.add_typer(users_cli.app, name="users")
 app.command("leaderboard")(leaderboard_cli.leaderboard)
 # soft_wrap: piped output and logs get whole lines, not lines cut at 80 columns.
 

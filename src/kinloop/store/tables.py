@@ -847,3 +847,32 @@ goal_milestones = Table(
     Column("donors", JSON, nullable=False),
     Column("reached_at", UTCDateTime, nullable=False),
 )
+
+
+# Console operators are of the deployment, not of one program: an agency may run several.
+operators = Table(
+    "operators",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("username", String(100), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),
+    # scrypt$<n>$<r>$<p>$<salt hex>$<hash hex>: the parameters travel with the hash.
+    Column("password_hash", String(300), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("disabled_at", UTCDateTime),
+    CheckConstraint("role IN ('owner', 'operator', 'viewer')", name="known_role"),
+)
+
+operator_sessions = Table(
+    "operator_sessions",
+    metadata,
+    Column("id", Id, primary_key=True),
+    # A SHA-256 of the cookie's random token: a leaked table opens no session.
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("operator_id", Id, ForeignKey("operators.id"), nullable=False, index=True),
+    Column("csrf_token", String(64), nullable=False),
+    Column("program_key", String(64)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("ended_at", UTCDateTime),
+)
