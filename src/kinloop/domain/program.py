@@ -54,6 +54,7 @@ class Currency:
     allow_negative: bool = False
     transferable: bool = False
     pending: Pending | None = None
+    money_value: Decimal | None = None  # one whole unit's worth in the program's money currency
 
     @property
     def spendable(self) -> bool:
@@ -368,6 +369,7 @@ class Program:
     checkin: Checkin | None = None
     campaigns: tuple[Campaign, ...] = ()
     multipliers: Multipliers = Multipliers()
+    money_currency: str | None = None  # ISO 4217 code that currencies' `money_value` is in
 
     boosted: bool = field(init=False, repr=False, compare=False)
     """Whether any award can be multiplied or budgeted: when not, earning costs nothing more."""

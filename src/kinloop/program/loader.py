@@ -235,6 +235,10 @@ class _Compiler:
             )
             if c.kind == "growth" and c.transferable:
                 self.fail(f"{path}.transferable", "growth currencies cannot be transferred")
+            if c.money_value is not None and c.kind == "growth":
+                self.fail(f"{path}.money_value", "growth currencies are never spent, so they are worth no money")
+            elif c.money_value is not None and self.spec.money_currency is None:
+                self.fail(f"{path}.money_value", "give the program's money_currency (e.g. EUR) to value currencies")
             out[c.key] = Currency(
                 key=c.key,
                 name=c.name,
@@ -245,6 +249,7 @@ class _Compiler:
                 allow_negative=c.allow_negative,
                 transferable=c.transferable,
                 pending=pending,
+                money_value=c.money_value,
             )
         return out
 
@@ -808,4 +813,5 @@ def compile_program(spec: ProgramFile, *, source: str | None = None) -> Program:
         multipliers=c.multipliers(),
         privileges=tuple(privileges),
         leaderboards=tuple(leaderboards),
+        money_currency=spec.money_currency,
     )

@@ -69,6 +69,11 @@ class CurrencySpec(Strict):
     allow_negative: bool = False
     transferable: bool = False
     pending: PendingSpec | None = None
+    money_value: Positive | None = Field(
+        None,
+        description="what one whole unit is worth in the program's `money_currency` (e.g. \"0.01\"), for the "
+        "outstanding liability on the dashboard; points currencies only",
+    )
 
 
 AttributeTypeName = Literal["integer", "decimal", "string", "boolean", "timestamp"]
@@ -455,6 +460,11 @@ class ProgramFile(Strict):
     key: Key
     name: str = Field(min_length=1, max_length=200)
     timezone: str = Field("UTC", description="IANA zone for days, weeks and months")
+    money_currency: str | None = Field(
+        None,
+        pattern=r"^[A-Z]{3}$",
+        description="ISO 4217 code of the money that currencies' `money_value` is in (e.g. EUR)",
+    )
     currencies: list[CurrencySpec] = Field(min_length=1)
     event_types: list[EventTypeSpec] = Field(min_length=1)
     rules: list[RuleSpec] = Field(default_factory=list)

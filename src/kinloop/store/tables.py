@@ -876,3 +876,39 @@ operator_sessions = Table(
     Column("expires_at", UTCDateTime, nullable=False),
     Column("ended_at", UTCDateTime),
 )
+
+# --- dashboard rollups -----------------------------------------------------------------------
+# Daily sums behind the console's dashboard, kept by `services/dashboard.refresh` (its module
+# docstring says how they stay exact). `layer` 'final' holds the rows of ids up to the source's
+# `final_id`, which never change again; 'open' holds everything above it and the current-state
+# snapshots, and is rebuilt on every refresh. k1..k5 are the source's dimensions ('' for none).
+dashboard_daily = Table(
+    "dashboard_daily",
+    metadata,
+    Column("program_id", Id, primary_key=True),
+    Column("source", String(32), primary_key=True),
+    Column("layer", String(8), primary_key=True),
+    Column("day", Integer, primary_key=True),  # date ordinal in the program's time zone
+    Column("k1", String(64), primary_key=True),
+    Column("k2", String(64), primary_key=True),
+    Column("k3", String(64), primary_key=True),
+    Column("k4", String(64), primary_key=True),
+    Column("k5", String(140), primary_key=True),
+    Column("n", BigInteger, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    CheckConstraint("layer IN ('final', 'open')", name="known_layer"),
+)
+
+dashboard_sources = Table(
+    "dashboard_sources",
+    metadata,
+    Column("program_id", Id, primary_key=True),
+    Column("source", String(32), primary_key=True),
+    Column("final_id", BigInteger, nullable=False),  # every row with an id up to this is in 'final'
+    Column("seen_id", BigInteger, nullable=False),  # the highest id the last refresh saw
+    # PostgreSQL: the sequence's value and the transactions running when it was read; once
+    # they have all ended, no id up to `frontier` can appear any more (see the service).
+    Column("frontier", BigInteger),
+    Column("waiting", JSON),
+    Column("refreshed_at", UTCDateTime, nullable=False),
+)
