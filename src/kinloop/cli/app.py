@@ -533,6 +533,9 @@ def worker(
     db: DbOption = None,
     once: Annotated[bool, typer.Option("--once", help="Deliver what is due now, then stop.")] = False,
     poll: Annotated[float, typer.Option("--poll", min=0.1, max=60, help="Seconds to wait when nothing is due.")] = 1.0,
+    stats_every: Annotated[
+        float, typer.Option("--stats-every", min=0, help="Refresh the dashboard's rollups every N seconds (0: never).")
+    ] = 60.0,
     as_json: JsonOption = False,
 ) -> None:
     """Deliver webhook messages: signed, retried with backoff, at least once (stop with Ctrl-C)."""
@@ -552,6 +555,7 @@ def worker(
             return
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        _dashboard.refresh_in_background(engine, stop, stats_every)
 
         def report(done: Counts) -> None:
             if as_json:
@@ -754,6 +758,9 @@ def bench_outlets(
 from kinloop.cli import mall as _mall  # noqa: E402
 
 _mall.register(app)
+from kinloop.cli import dashboard as _dashboard  # noqa: E402
+
+_dashboard.register(app, bench_app)
 
 
 def main() -> None:

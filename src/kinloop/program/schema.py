@@ -71,7 +71,7 @@ class CurrencySpec(Strict):
     pending: PendingSpec | None = None
     money_value: Positive | None = Field(
         None,
-        description="what one whole unit is worth in the program's `money_currency` (e.g. \"0.01\"), for the "
+        description='what one whole unit is worth in the program\'s `money_currency` (e.g. "0.01"), for the '
         "outstanding liability on the dashboard; points currencies only",
     )
 
