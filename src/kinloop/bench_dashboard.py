@@ -38,6 +38,9 @@ from kinloop.services import dashboard as dashboard_svc
 from kinloop.services import operators, programs
 from kinloop.store import migrate
 from kinloop.store.db import database_url, driver_cursor
+from kinloop.store.tables import entries as entries_table
+from kinloop.store.tables import events as events_table
+from kinloop.store.tables import lot_movements, lots
 
 SCHEMA = "kinloop_bench_dash"
 PASSWORD = "bench-password-1"
@@ -197,6 +200,11 @@ def build(
             )
             reward_ids.append((i, price))
     pid, vid = loaded.program_id, loaded.version_id
+    # Secondary indexes are built once at the end: several times faster than row by row.
+    deferred = [ix for t in (events_table, entries_table, lots, lot_movements) for ix in t.indexes]
+    with engine.begin() as conn:
+        for ix in deferred:
+            ix.drop(conn)
     w = _Writer(engine)
     start = now - timedelta(days=DAYS)
     people = []
@@ -426,6 +434,8 @@ def build(
                 )
         w.flush(("balances", "activity"))
     with engine.begin() as conn:
+        for ix in deferred:
+            ix.create(conn)
         for tier, _ in THRESHOLDS:
             pks = [m.pk for m in people if m.tier == tier and tier != "green"]
             for i in range(0, len(pks), 5000):
