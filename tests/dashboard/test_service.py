@@ -84,7 +84,8 @@ def test_the_rollups_equal_the_ledger(engine: Engine, coffee: LoadedProgram) -> 
     assert rolled == n_entries
     assert sum(b.events.values()) == 60
     assert sum(b.new_members.values()) == 7
-    assert b.members == 7 and sum(b.tiers_now.values()) == 7
+    assert b.members == 7
+    assert sum(b.tiers_now.values()) == 7
 
 
 def test_a_second_refresh_counts_nothing_twice(engine: Engine, coffee: LoadedProgram) -> None:
@@ -168,6 +169,7 @@ def test_tier_moves_and_check_ins_are_counted(engine: Engine, coffee: LoadedProg
     dashboard.refresh(engine, coffee, now=NOW)
     b = board(engine, coffee)
     ups = sum(up for up, _ in b.tier_moves.values())
-    assert ups > 0 and all(down == 0 for _, down in b.tier_moves.values())
+    assert ups > 0
+    assert all(down == 0 for _, down in b.tier_moves.values())
     assert dashboard.checkin_type(coffee) == "check_in"
     assert sum(n for (_, t), n in b.events.items() if t == "check_in") == 20

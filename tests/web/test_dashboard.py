@@ -52,10 +52,12 @@ def test_a_viewer_sees_the_numbers_of_the_ledger(console_as: Callable[[str], Tes
     rows = _table(html, "checkins")
     assert len(rows) == 30
     shown = {day: int(n.replace(",", "")) for day, n in rows if n != "0"}
-    assert shown and shown == {d: n for d, n in ledger["check_ins"].items() if d in shown}
+    assert shown
+    assert shown == {d: n for d, n in ledger["check_ins"].items() if d in shown}
     assert sum(shown.values()) > 0
     data = re.search(r'<script type="application/json" id="chart-data">(.*?)</script>', html, re.S)
-    assert data and '"checkins"' in data.group(1)
+    assert data
+    assert '"checkins"' in data.group(1)
     assert 'data-empty="rewards"' in html  # the demo places no mall orders: said so, no broken chart
 
 
