@@ -577,19 +577,27 @@ def demo(
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
 ) -> None:
     """Create a demo database with the coffee program and a realistic population, summarise it,
-    then serve the HTTP API on 127.0.0.1 (until Ctrl-C) unless --no-serve."""
-    from kinloop.demo import DEMO_URL, run_demo
+    then serve the console, the member portal and the HTTP API on 127.0.0.1 (until Ctrl-C)
+    unless --no-serve."""
+    from kinloop.demo import DEMO_URL, run_demo, web_access
 
     run_demo(db, members_n=members_n, days=days, seed=seed, console=out, progress_console=err)
     if no_serve:
         return
     url = database_url(db) if db else DEMO_URL
     engine = open_engine(url)
+    base = f"http://127.0.0.1:{port}"
     with engine.begin() as conn:
         lp = programs.active(conn)
         key, _ = key_svc.create(conn, lp.program_id, "admin", name="demo", now=utcnow())
-    base = f"http://127.0.0.1:{port}"
-    out.print(f"\nAPI: {base} (interactive docs: {base}/docs), demo admin key:")
+    access = web_access(engine, base, now=utcnow())
+    out.print(f"\n[bold]Console:[/] {access.console_url}  (sign in as {access.username!r}, password below)")
+    out.print(access.password, markup=False)
+    out.print("[bold]Member portal[/] (links valid 24 hours):")
+    for member_id, link in access.portal_links:
+        out.print(f"  {member_id}: ", end="")
+        out.print(link, markup=False)
+    out.print(f"[bold]API:[/] {base} (interactive docs: {base}/docs), demo admin key:")
     out.print(key, markup=False)
     out.print(f"try:  curl -H 'Authorization: Bearer {key}' {base}/v1/members/member-00002", markup=False)
     out.print("[dim]Ctrl-C stops the server.[/]")
