@@ -83,7 +83,9 @@ def test_mall_lists_every_reward_with_price_stock_limits_and_gates(console_as: C
     for name in ("Espresso", "Caffè latte", "Coffee Club mug", "Gold tumbler", "Cinema ticket"):
         assert name in html
     latte = _row(html, "latte")
-    assert "90 Beans" in latte and "on sale" in latte and "regular 120 Beans" in latte
+    assert "90 Beans" in latte
+    assert "on sale" in latte
+    assert "regular 120 Beans" in latte
     assert "sold out" in _row(html, "tumbler")
     assert "Gold" in _row(html, "tumbler")  # the tier gate in the program's words
     assert "1 per day" in _row(html, "espresso")
@@ -128,13 +130,16 @@ def test_an_operator_changes_price_stock_promo_and_availability(console_as: Cons
     assert reply.status_code == 303, reply.text
     row = reward_row(demo_url, "mug")
     assert (row.price, row.stock, row.active, row.hidden) == (450, 300, False, True)
-    assert row.promos == [{"starts_at": "2026-12-24T00:00:00+01:00", "ends_at": "2026-12-27T00:00:00+01:00", "price": 350}]
+    assert row.promos == [
+        {"starts_at": "2026-12-24T00:00:00+01:00", "ends_at": "2026-12-27T00:00:00+01:00", "price": 350}
+    ]
     [entry] = audits(demo_url, "reward.update")
     assert (entry.actor, entry.target) == ("console:operator", "mug")
     assert set(entry.details["changed"]) == {"price", "stock", "promos", "active", "hidden"}
     assert entry.details["changed"]["price"] == ["400", "450"]
     page = client.get(reply.headers["location"]).text
-    assert "Saved." in page and "350 Beans" in page
+    assert "Saved." in page
+    assert "350 Beans" in page
 
 
 def test_an_edit_with_mistakes_shows_each_next_to_its_field_and_writes_nothing(
@@ -158,7 +163,8 @@ def test_an_edit_with_mistakes_shows_each_next_to_its_field_and_writes_nothing(
     assert reply.status_code == 422
     html = reply.text
     assert re.search(r'id="stock-error">a whole number', html)
-    assert 'id="price"' in html and 'value="12.5"' in html  # the form keeps what was typed
+    assert 'id="price"' in html
+    assert 'value="12.5"' in html
     # Only the form's own mistakes are reported before the domain checks run; fix the stock:
     reply = client.post(
         "/console/mall/latte",
@@ -198,13 +204,17 @@ def test_codes_are_uploaded_and_duplicates_refused(console_as: Console, demo_url
         count = conn.execute(select(func.count()).select_from(reward_codes)).scalar_one()
     client = console_as("operator")
     token = csrf_of(client.get("/console/mall/cinema").text)
-    reply = client.post("/console/mall/cinema/codes", data={"csrf": token, "codes": f"NEW-1\nNEW-2\n\nNEW-1\n{existing}\n"})
+    reply = client.post(
+        "/console/mall/cinema/codes", data={"csrf": token, "codes": f"NEW-1\nNEW-2\n\nNEW-1\n{existing}\n"}
+    )
     assert reply.status_code == 200
-    assert "2 codes added" in reply.text and "2 refused as duplicates" in reply.text
+    assert "2 codes added" in reply.text
+    assert "2 refused as duplicates" in reply.text
     with connect(demo_url).connect() as conn:
         assert conn.execute(select(func.count()).select_from(reward_codes)).scalar_one() == count + 2
     [entry] = audits(demo_url, "reward.codes")
-    assert entry.actor == "console:operator" and entry.details == {"added": 2, "refused": 2}
+    assert entry.actor == "console:operator"
+    assert entry.details == {"added": 2, "refused": 2}
 
 
 def test_codes_for_a_reward_without_codes_or_an_empty_upload_are_refused_inline(
@@ -213,9 +223,11 @@ def test_codes_for_a_reward_without_codes_or_an_empty_upload_are_refused_inline(
     client = console_as("owner")
     token = csrf_of(client.get("/console/mall/cinema").text)
     reply = client.post("/console/mall/cinema/codes", data={"csrf": token, "codes": "\n  \n"})
-    assert reply.status_code == 422 and re.search(r'id="codes-error">no codes given', reply.text)
+    assert reply.status_code == 422
+    assert re.search(r'id="codes-error">no codes given', reply.text)
     reply = client.post("/console/mall/mug/codes", data={"csrf": token, "codes": "X"})
-    assert reply.status_code == 422 and "does not issue codes" in reply.text
+    assert reply.status_code == 422
+    assert "does not issue codes" in reply.text
     assert audits(demo_url, "reward.codes") == []
 
 
@@ -230,7 +242,8 @@ def test_a_viewer_cannot_upload_codes(console_as: Console, demo_url: str) -> Non
 
 def test_an_unknown_reward_is_a_404_page(console_as: Console) -> None:
     reply = console_as("viewer").get("/console/mall/no-such-reward")
-    assert reply.status_code == 404 and "no reward" in reply.text
+    assert reply.status_code == 404
+    assert "no reward" in reply.text
 
 
 # --- orders ---------------------------------------------------------------------------------
@@ -254,7 +267,8 @@ def test_the_queue_lists_orders_newest_first_and_filters_by_state(
     ids = [int(i) for i in re.findall(r'<tr id="order-(\d+)"', html)]
     assert ids == sorted([queue["mug"], queue["cinema"], queue["latte"]], reverse=True)
     assert f'href="/console/members/{queue["members"]["mug"]}"' in html
-    assert 'name="csrf"' in html and "Confirm</button>" not in html  # a viewer gets no action buttons
+    assert 'name="csrf"' in html
+    assert "Confirm</button>" not in html
     with connect(demo_url).begin() as conn:
         orders.transition(conn, programs.active(conn), queue["latte"], "confirm", actor="test", now=utcnow())
     confirmed = client.get("/console/orders?state=confirmed").text
@@ -273,7 +287,8 @@ def test_the_queue_pages_back_with_a_cursor(
     assert older
     second = client.get(older.group(1)).text
     assert re.findall(r'<tr id="order-(\d+)"', second) == [str(queue["mug"])]
-    assert "Older" not in second and "Newest" in second
+    assert "Older" not in second
+    assert "Newest" in second
 
 
 def test_an_order_page_shows_member_reward_codes_and_history(console_as: Console, queue: dict[str, Any]) -> None:
@@ -281,11 +296,13 @@ def test_an_order_page_shows_member_reward_codes_and_history(console_as: Console
     assert f'href="/console/members/{queue["members"]["cinema"]}"' in html
     assert 'href="/console/mall/cinema"' in html
     codes = re.search(r"<dt>Codes issued</dt><dd>(.*?)</dd>", html, re.S)
-    assert codes and "<code>" in codes.group(1)
+    assert codes
+    assert "<code>" in codes.group(1)
     assert "placed" in html
     for action in ("Confirm", "Fulfil", "Cancel"):
         assert f">{action}</button>" in html
-    assert ">Refund</button>" not in html and ">Complete</button>" not in html
+    assert ">Refund</button>" not in html
+    assert ">Complete</button>" not in html
 
 
 def test_an_operator_moves_an_order_through_its_states_with_htmx(
@@ -307,11 +324,16 @@ def test_an_operator_moves_an_order_through_its_states_with_htmx(
         data={"view": "panel", "shipping_reference": "PARCEL-42"},
         headers=htmx(token),
     )
-    assert panel.status_code == 200 and 'data-status="fulfilled"' in panel.text and "PARCEL-42" in panel.text
+    assert panel.status_code == 200
+    assert 'data-status="fulfilled"' in panel.text
+    assert "PARCEL-42" in panel.text
     plain = client.post(f"/console/orders/{order_id}/complete", data={"csrf": token}, follow_redirects=False)
-    assert plain.status_code == 303 and plain.headers["location"] == f"/console/orders/{order_id}?done=complete"
+    assert plain.status_code == 303
+    assert plain.headers["location"] == f"/console/orders/{order_id}?done=complete"
     assert order_status(demo_url, order_id) == "completed"
-    moves = [(e.action, e.actor, e.target, e.details.get("to")) for e in audits(demo_url) if e.action.startswith("order.")]
+    moves = [
+        (e.action, e.actor, e.target, e.details.get("to")) for e in audits(demo_url) if e.action.startswith("order.")
+    ]
     assert moves == [
         ("order.confirm", "console:operator", str(order_id), "confirmed"),
         ("order.fulfil", "console:operator", str(order_id), "fulfilled"),
@@ -330,9 +352,13 @@ def test_an_illegal_transition_is_shown_inline_and_changes_nothing(
     assert re.search(r'id="action-error">an order that is placed cannot be completed', panel.text)
     assert panel.text.lstrip().startswith('<section id="order-panel"')  # the panel, not a page
     row = client.post(f"/console/orders/{order_id}/refund", data={"view": "row"}, headers=htmx(token))
-    assert row.status_code == 409 and "cannot be refunded" in row.text and row.text.lstrip().startswith("<tr")
+    assert row.status_code == 409
+    assert "cannot be refunded" in row.text
+    assert row.text.lstrip().startswith("<tr")
     page = client.post(f"/console/orders/{order_id}/refund", data={"csrf": token})
-    assert page.status_code == 409 and "<html" in page.text and "cannot be refunded" in page.text
+    assert page.status_code == 409
+    assert "<html" in page.text
+    assert "cannot be refunded" in page.text
     assert order_status(demo_url, order_id) == "placed"
     assert [e for e in audits(demo_url) if e.action.startswith("order.")] == []
 
@@ -349,7 +375,8 @@ def test_cancelling_gives_the_points_and_stock_back_with_the_reason_audited(
         data={"view": "panel", "reason": "out of mugs in the shop"},
         headers=htmx(token),
     )
-    assert reply.status_code == 200 and 'data-status="cancelled"' in reply.text
+    assert reply.status_code == 200
+    assert 'data-status="cancelled"' in reply.text
     assert beans(demo_url, member) == before + 400
     assert reward_row(demo_url, "mug").sold == 0
     [entry] = audits(demo_url, "order.cancel")
@@ -376,13 +403,15 @@ def test_draws_show_commitment_odds_cost_entries_and_stock(console_as: Console) 
     client = console_as("viewer")
     html = client.get("/console/draws").text
     row = _row(html, "coffee_wheel")
-    assert "Coffee wheel" in row and "open" in row
+    assert "Coffee wheel" in row
+    assert "open" in row
     assert re.search(r'<code class="hash" title="[0-9a-f]{64}">', row)
     assert "revealed at close" in row
     assert re.search(r">\s*14<br>", row)  # the demo's entries
     page = client.get("/console/draws/coffee_wheel").text
     assert "possible once the seed is revealed" in page
-    assert "an entry pays out" in page and "Close now" not in page  # a viewer may not close it
+    assert "an entry pays out" in page
+    assert "Close now" not in page
 
 
 def test_an_operator_closes_a_draw_and_its_record_verifies(console_as: Console, demo_url: str) -> None:

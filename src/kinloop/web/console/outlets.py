@@ -297,8 +297,8 @@ async def edit_reward(
     hidden: Annotated[str | None, Form()] = None,
 ) -> Response:
     edit = _Edit(price, stock, promo_starts, promo_ends, promo_price, active is not None, hidden is not None)
-    form = {"price": price, "stock": stock, "promos": list(zip(promo_starts, promo_ends, promo_price, strict=False))}
-    form |= {"active": edit.active, "hidden": edit.hidden}
+    form: dict[str, Any] = {"price": price, "stock": stock, "active": edit.active, "hidden": edit.hidden}
+    form["promos"] = list(zip(promo_starts, promo_ends, promo_price, strict=False))
     try:
         outcome = await write(request, _edit_reward, page, key, edit, utcnow())
     except InvalidInput as exc:  # the stock below what is sold already, found under the row lock
