@@ -533,17 +533,39 @@ def worker(
     db: DbOption = None,
     once: Annotated[bool, typer.Option("--once", help="Deliver what is due now, then stop.")] = False,
     poll: Annotated[float, typer.Option("--poll", min=0.1, max=60, help="Seconds to wait when nothing is due.")] = 1.0,
+    housekeeping: Annotated[
+        float,
+        typer.Option(
+            "--housekeeping",
+            min=0,
+            max=3600,
+            help="Every this many seconds, release timed-out holds and due pending amounts, expire due lots and"
+            " close envelopes past their window (0: never).",
+        ),
+    ] = 60.0,
     as_json: JsonOption = False,
 ) -> None:
-    """Deliver webhook messages: signed, retried with backoff, at least once (stop with Ctrl-C)."""
+    """Deliver webhook messages (signed, retried with backoff, at least once) and do the
+    time-driven housekeeping (stop with Ctrl-C)."""
     import signal
     import threading
 
+    from kinloop.services import housekeeping as chores
     from kinloop.services.webhooks import Counts, Worker
 
     engine = open_engine(db)
+
+    def tidy() -> None:
+        done = chores.run_due(engine, now=utcnow())
+        if done and as_json:
+            print_json({"housekeeping": done})
+        elif done:
+            out.print(f"housekeeping: {done}")
+
     with Worker(engine) as job:
         if once:
+            if housekeeping:
+                tidy()
             totals = job.drain()
             if as_json:
                 print_json(totals.as_json())
@@ -553,13 +575,23 @@ def worker(
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
+        def chores_loop() -> None:
+            while not stop.wait(housekeeping):
+                try:
+                    tidy()
+                except Exception as exc:  # a failed round is retried next time; the worker goes on
+                    err.print(f"housekeeping failed: {type(exc).__name__}: {exc}", markup=False)
+
+        if housekeeping:
+            threading.Thread(target=chores_loop, name="housekeeping", daemon=True).start()
+
         def report(done: Counts) -> None:
             if as_json:
                 print_json(done.as_json())
             else:
                 out.print(f"delivered {done.delivered}, retrying {done.retrying}, failed {done.failed}")
 
-        err.print(f"kinloop webhook worker on {database_url(db)}; Ctrl-C stops it")
+        err.print(f"kinloop worker on {database_url(db)}; Ctrl-C stops it")
         try:
             job.run(stop, poll=poll, on_round=report)
         except KeyboardInterrupt:
