@@ -12,6 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from kinloop.cli import checkin as checkin_cli
 from kinloop.cli import draws as outlets_cli
 from kinloop.cli import envelopes as envelopes_cli
 from kinloop.cli import leaderboard as leaderboard_cli
@@ -56,6 +57,7 @@ app.add_typer(envelopes_cli.app, name="envelopes")
 app.add_typer(privileges_cli.app, name="privileges")
 app.add_typer(users_cli.app, name="users")
 app.command("leaderboard")(leaderboard_cli.leaderboard)
+app.command("check-in")(checkin_cli.check_in)
 # soft_wrap: piped output and logs get whole lines, not lines cut at 80 columns.
 
 
