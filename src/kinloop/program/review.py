@@ -94,7 +94,7 @@ class DiffLine:
 
 def unified(old: str, new: str, *, old_name: str, new_name: str, context: int = 3) -> list[DiffLine]:
     """The unified diff of two program files, line by line; empty when they are the same."""
-    out = []
+    out: list[DiffLine] = []
     for raw in difflib.unified_diff(
         old.splitlines(), new.splitlines(), fromfile=old_name, tofile=new_name, n=context, lineterm=""
     ):

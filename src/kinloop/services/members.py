@@ -6,21 +6,22 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Connection, outerjoin, select, update
+from sqlalchemy import Connection, Text, and_, cast, func, or_, outerjoin, select, update
 
 from kinloop.domain import ledger as L
 from kinloop.domain.amounts import from_minor
 from kinloop.domain.errors import InvalidInput, UnknownMember
-from kinloop.domain.program import Program
+from kinloop.domain.program import Currency, Program
 from kinloop.domain.rules import Activity, FirstAward, MemberState, Usage
 from kinloop.services.book import Book, chunks, lock_members
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.bulk import select_in, upsert_rows
 from kinloop.store.db import insert_ignore
-from kinloop.store.tables import activity, entries, events, first_awards, members, rule_usage
+from kinloop.store.tables import activity, balances, entries, events, first_awards, members, rule_usage
 
 
 @dataclass(slots=True)
@@ -224,30 +225,232 @@ def history(
     if before is not None:
         query = query.where(entries.c.id < before)
     rows = conn.execute(query).all()
-    out = []
-    for e in rows[:limit]:
-        currency = loaded.program.currencies.get(e.currency)
-        decimals = currency.decimals if currency else 0
-        sign = (e.to_account in L.MEMBER_ACCOUNTS) - (e.from_account in L.MEMBER_ACCOUNTS)
-        if e.from_account in L.MEMBER_ACCOUNTS and e.to_account in L.MEMBER_ACCOUNTS:
-            sign = 0  # pending -> available moves nothing in or out
-        out.append(
-            {
-                "entry_id": e.id,
-                "kind": e.kind,
-                "currency": e.currency,
-                "amount": json_amount(e.amount, decimals),
-                "signed": json_amount(sign * e.amount, decimals),
-                "from": e.from_account,
-                "to": e.to_account,
-                "event_id": e.event_ref,
-                "rule": e.rule,
-                "reason": e.reason,
-                "actor": e.actor,
-                "effective_at": e.effective_at.isoformat(),
-                "created_at": e.created_at.isoformat(),
-                "text": currency.display(e.amount) if currency else str(e.amount),
-            }
-        )
+    out = [_entry_json(loaded.program, e) for e in rows[:limit]]
     next_cursor = str(rows[limit - 1].id) if len(rows) > limit else None
     return out, next_cursor
+
+
+def _entry_json(program: Program, e: Any) -> dict[str, Any]:
+    """One ledger entry as a member's history shows it (a row of entries and `event_ref`)."""
+    currency = program.currencies.get(e.currency)
+    decimals = currency.decimals if currency else 0
+    sign = (e.to_account in L.MEMBER_ACCOUNTS) - (e.from_account in L.MEMBER_ACCOUNTS)
+    if e.from_account in L.MEMBER_ACCOUNTS and e.to_account in L.MEMBER_ACCOUNTS:
+        sign = 0  # pending -> available moves nothing in or out
+    return {
+        "entry_id": e.id,
+        "kind": e.kind,
+        "currency": e.currency,
+        "amount": json_amount(e.amount, decimals),
+        "signed": json_amount(sign * e.amount, decimals),
+        "from": e.from_account,
+        "to": e.to_account,
+        "event_id": e.event_ref,
+        "rule": e.rule,
+        "reason": e.reason,
+        "actor": e.actor,
+        "effective_at": e.effective_at.isoformat(),
+        "created_at": e.created_at.isoformat(),
+        "text": currency.display(e.amount) if currency else str(e.amount),
+    }
+
+
+# --- finding members, and one member's timeline (the console's member pages) ---------------
+
+
+def main_currency(program: Program) -> Currency:
+    """The currency a list of members shows: the first that is spent, else the first."""
+    spendable = [c for c in program.currencies.values() if c.spendable]
+    return spendable[0] if spendable else next(iter(program.currencies.values()))
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A member in search results: id, tier key, profile and main balance (minor units)."""
+
+    member_id: str
+    tier: str | None
+    profile: Mapping[str, Any]
+    balance: int
+
+
+def _successor(prefix: str) -> str | None:
+    """The least string greater than every string starting with `prefix` (code point order)."""
+    while prefix and ord(prefix[-1]) == 0x10FFFF:
+        prefix = prefix[:-1]
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else None
+
+
+def _in_values(needle: str, value: Any) -> bool:
+    """Whether `needle` (casefolded) is inside one of the values of a profile."""
+    if isinstance(value, Mapping):
+        return any(_in_values(needle, v) for v in value.values())
+    if isinstance(value, list):
+        return any(_in_values(needle, v) for v in value)
+    return value is not None and needle in str(value).casefold()
+
+
+# Members are read in chunks of this many rows while the profile test runs in Python.
+SEARCH_CHUNK = 500
+
+
+def search(
+    conn: Connection,
+    program_id: int,
+    query: str,
+    *,
+    currency: str,
+    after: str | None = None,
+    limit: int = 25,
+) -> tuple[list[Found], str | None]:
+    """A page of the members whose id starts with `query`, or whose profile (display name or
+    any free attribute) contains it, case-insensitively; by member id, after `after`. Returns
+    the page and the cursor of the next one.
+
+    The id range is read through the (program, member_id) index; the profile test needs every
+    row of the program read once (no index can answer "contains"), so a page of a rare word
+    costs one pass over the members. The database narrows the rows by the profile's JSON text
+    when that text can show the word as typed (ASCII without quotes or backslashes); Python
+    then checks the values only, so a word that is just a field name does not match.
+    """
+    if not 1 <= limit <= 500:
+        raise InvalidInput("limit is from 1 to 500", field="limit")
+    q = query.strip()
+    needle = q.casefold()
+    m = members.c
+    stmt = (
+        select(m.member_id, m.tier, m.profile, balances.c.available)
+        .select_from(members.outerjoin(balances, and_(balances.c.member_pk == m.id, balances.c.currency == currency)))
+        .where(m.program_id == program_id)
+        .order_by(m.member_id)
+    )
+    by_id = None
+    if q:
+        upper = _successor(q)
+        by_id = and_(m.member_id >= q, m.member_id < upper) if upper is not None else m.member_id >= q
+        if q.isascii() and q.isprintable() and not any(c in q for c in '"\\%_'):
+            text = func.lower(cast(m.profile, Text))
+            stmt = stmt.where(or_(by_id, text.contains(needle)))
+    found: list[Found] = []
+    cursor = after
+    while len(found) <= limit:
+        page = stmt.where(m.member_id > cursor) if cursor is not None else stmt
+        rows = conn.execute(page.limit(SEARCH_CHUNK)).all()
+        for member_id, tier, profile, balance in rows:
+            if isinstance(profile, str):  # SQLite hands JSON back as text
+                profile = json.loads(profile)
+            if q and not (member_id.startswith(q) or _in_values(needle, profile or {})):
+                continue
+            found.append(Found(member_id, tier, profile or {}, int(balance or 0)))
+            if len(found) > limit:
+                break
+        if len(rows) < SEARCH_CHUNK:
+            break
+        cursor = rows[-1].member_id
+    return found[:limit], (found[limit - 1].member_id if len(found) > limit else None)
+
+
+def _parse_cursor(cursor: str) -> tuple[datetime, int, int]:
+    """`2026-05-01T10:00:00+00:00~1~42`: the time, 1 for an event or 0 for an entry, the id."""
+    try:
+        at, rank, ident = cursor.split("~")
+        moment = datetime.fromisoformat(at)
+        if moment.tzinfo is None or rank not in ("0", "1"):
+            raise ValueError(cursor)
+        return moment, int(rank), int(ident)
+    except ValueError:
+        raise InvalidInput(f"{cursor!r} is not a timeline cursor", field="cursor") from None
+
+
+def timeline(
+    conn: Connection, loaded: LoadedProgram, member_id: str, *, before: str | None, limit: int = 20
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of one member's timeline, newest first: their events (`item: event`), each with
+    the entries it wrote, and the entries of no event of theirs (`item: entry`: adjustments,
+    spends, expiries, orders, gifts). Returns the page and the cursor of the next one."""
+    if not 1 <= limit <= 200:
+        raise InvalidInput("limit is from 1 to 200", field="limit")
+    row = get(conn, loaded.program_id, member_id)
+    program = loaded.program
+    ev, en = events.c, entries.c
+    # A total order, newest first: time, then events before entries, then id.
+    ev_query = (
+        select(ev.id, ev.event_id, ev.type, ev.occurred_at, ev.attributes, ev.refunded)
+        .where(ev.member_pk == row.pk)
+        .order_by(ev.occurred_at.desc(), ev.id.desc())
+        .limit(limit + 1)
+    )
+    own = select(ev.id).where(ev.member_pk == row.pk)
+    en_query = (
+        select(entries, events.c.event_id.label("event_ref"))
+        .select_from(outerjoin(entries, events, events.c.id == en.event_pk))
+        .where(en.member_pk == row.pk, or_(en.event_pk.is_(None), en.event_pk.not_in(own)))
+        .order_by(en.effective_at.desc(), en.id.desc())
+        .limit(limit + 1)
+    )
+    if before is not None:
+        at, rank, ident = _parse_cursor(before)
+        if rank == 1:
+            ev_query = ev_query.where(or_(ev.occurred_at < at, and_(ev.occurred_at == at, ev.id < ident)))
+            en_query = en_query.where(en.effective_at <= at)
+        else:
+            ev_query = ev_query.where(ev.occurred_at < at)
+            en_query = en_query.where(or_(en.effective_at < at, and_(en.effective_at == at, en.id < ident)))
+    items: list[tuple[tuple[datetime, int, int], dict[str, Any]]] = []
+    for e in conn.execute(ev_query):
+        attributes = json.loads(e.attributes) if isinstance(e.attributes, str) else e.attributes
+        item = {
+            "item": "event",
+            "at": e.occurred_at.isoformat(),
+            "event_id": e.event_id,
+            "type": e.type,
+            "attributes": attributes or {},
+            "refunded": e.refunded,
+            "entries": [],
+            "pk": e.id,
+        }
+        items.append(((e.occurred_at, 1, e.id), item))
+    for e in conn.execute(en_query):
+        items.append(
+            ((e.effective_at, 0, e.id), {"item": "entry", "at": e.effective_at.isoformat(), **_shown(program, e)})
+        )
+    items.sort(key=lambda kv: kv[0], reverse=True)
+    page = items[:limit]
+    event_items = {item["pk"]: item for _, item in page if item["item"] == "event"}
+    if event_items:
+        wrote = (
+            select(entries, events.c.event_id.label("event_ref"))
+            .select_from(outerjoin(entries, events, events.c.id == en.event_pk))
+            .where(en.event_pk.in_(sorted(event_items)), en.member_pk == row.pk)
+            .order_by(en.id)
+        )
+        for e in conn.execute(wrote):
+            event_items[e.event_pk]["entries"].append(_shown(program, e))
+    for item in event_items.values():
+        del item["pk"]
+    next_cursor = None
+    if len(items) > limit:
+        at, rank, ident = page[-1][0]
+        next_cursor = f"{at.isoformat()}~{rank}~{ident}"
+    return [item for _, item in page], next_cursor
+
+
+def entry_of(conn: Connection, loaded: LoadedProgram, member_id: str, entry_id: int) -> dict[str, Any] | None:
+    """One of a member's ledger entries as the timeline shows it, or None if not theirs."""
+    row = get(conn, loaded.program_id, member_id)
+    e = conn.execute(
+        select(entries, events.c.event_id.label("event_ref"))
+        .select_from(outerjoin(entries, events, events.c.id == entries.c.event_pk))
+        .where(entries.c.id == entry_id, entries.c.member_pk == row.pk)
+    ).first()
+    return _shown(loaded.program, e) if e is not None else None
+
+
+def _shown(program: Program, e: Any) -> dict[str, Any]:
+    """An entry of the timeline: the history's fields and its signed amount in words."""
+    out = _entry_json(program, e)
+    currency = program.currencies.get(e.currency)
+    signed = (Decimal(str(out["signed"])) > 0) - (Decimal(str(out["signed"])) < 0)
+    words = currency.display(e.amount) if currency else str(e.amount)
+    out["signed_text"] = {1: f"+{words}", -1: f"−{words}", 0: words}[signed]
+    return out

@@ -194,6 +194,22 @@ def version(conn: Connection, program_id: int, number: int) -> Version:
     return Version(r.version, r.active, r.digest, r.created_at, r.source)
 
 
+def activated_at(conn: Connection, program_id: int, number: int) -> datetime | None:
+    """When a version was last made active by an activation or a roll back (None: when it was
+    stored, by an upload or `kinloop init`)."""
+    a = audit_log.c
+    return conn.execute(
+        select(a.at)
+        .where(
+            a.program_id == program_id,
+            a.action.in_(("program.activate", "program.rollback")),
+            a.target == f"version {number}",
+        )
+        .order_by(a.id.desc())
+        .limit(1)
+    ).scalar()
+
+
 def check(loaded: LoadedProgram, source: str) -> ProgramFile:
     """A new version's file, validated as `kinloop validate` does and with the program's own
     key; ProgramInvalid lists every problem with its path."""
