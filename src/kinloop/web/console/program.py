@@ -110,6 +110,28 @@ async def _read(file: UploadFile | None) -> tuple[str | None, str | None]:
         return None, "the file is not UTF-8 text"
 
 
+# Lines shown before and after each line with a problem.
+CONTEXT_LINES = 2
+
+
+def _around(text: str, at: dict[int, list[str]]) -> list[tuple[int | None, str, list[str]]]:
+    """The lines of `text` near a problem, each with its problems; None numbers mark a gap."""
+    lines = text.splitlines()
+    near = sorted({n for line in at for n in range(line - CONTEXT_LINES, line + CONTEXT_LINES + 1)})
+    out: list[tuple[int | None, str, list[str]]] = []
+    last = 0
+    for n in near:
+        if not 1 <= n <= len(lines):
+            continue
+        if n > last + 1:
+            out.append((None, "…", []))
+        out.append((n, lines[n - 1], at.get(n, [])))
+        last = n
+    if out and last < len(lines):
+        out.append((None, "…", []))
+    return out
+
+
 @router.post("/program/versions")
 async def upload(
     request: Request,
@@ -141,7 +163,7 @@ async def upload(
         for issue in issues:
             if issue.line is not None:
                 at.setdefault(issue.line, []).append(str(issue))
-        listing = [(n, line, at.get(n, [])) for n, line in enumerate(text.splitlines(), start=1)]
+        listing = _around(text, at)
         return await _overview_page(request, page, status_code=422, source=text, issues=issues, listing=listing)
     suffix = "?uploaded=1" if new else "?unchanged=1"
     return RedirectResponse(f"/console/program/versions/{number}{suffix}", status_code=303)
