@@ -290,8 +290,34 @@ def _in_values(needle: str, value: Any) -> bool:
     return value is not None and needle in str(value).casefold()
 
 
-# Members are read in chunks of this many rows while the profile test runs in Python.
-SEARCH_CHUNK = 500
+# Rows the database narrowed almost always match, so a chunk asks for little more than a page.
+SEARCH_CHUNK = 64
+
+
+def _json_text(c: str) -> str:
+    """How a character appears in a stored profile's JSON text (non-ASCII as `\\uXXXX`)."""
+    return json.dumps(c)[1:-1].lower()
+
+
+def _profile_narrowing(q: str) -> list[Any]:
+    """Conditions on a profile's JSON text that every profile containing `q` (in any case)
+    meets: runs of ASCII or caseless characters as they are stored, and each other letter in
+    either case. They let the database skip most rows; Python then checks the values."""
+    text = func.lower(cast(members.c.profile, Text))
+    conds: list[Any] = []
+    run = ""
+    for c in q:
+        if c.isascii() or c.lower() == c.upper():
+            run += _json_text(c)
+            continue
+        if run:
+            conds.append(text.contains(run, autoescape=True))
+            run = ""
+        forms = sorted({_json_text(v) for v in (c, c.lower(), c.upper()) if len(v) == 1})
+        conds.append(or_(*(text.contains(f, autoescape=True) for f in forms)))
+    if run:
+        conds.append(text.contains(run, autoescape=True))
+    return conds
 
 
 def search(
@@ -304,50 +330,65 @@ def search(
     limit: int = 25,
 ) -> tuple[list[Found], str | None]:
     """A page of the members whose id starts with `query`, or whose profile (display name or
-    any free attribute) contains it, case-insensitively; by member id, after `after`. Returns
-    the page and the cursor of the next one.
+    any free attribute) contains it in any case; by member id, after `after`. Returns the page
+    and the cursor of the next one.
 
-    The id range is read through the (program, member_id) index; the profile test needs every
-    row of the program read once (no index can answer "contains"), so a page of a rare word
-    costs one pass over the members. The database narrows the rows by the profile's JSON text
-    when that text can show the word as typed (ASCII without quotes or backslashes); Python
-    then checks the values only, so a word that is just a field name does not match.
+    Ids are found through the (program, member_id) index. "Contains" has no index: the
+    profiles are read once, narrowed by the database on their JSON text, and the values
+    checked here (so a word that is only a field's name does not match).
     """
     if not 1 <= limit <= 500:
         raise InvalidInput("limit is from 1 to 500", field="limit")
     q = query.strip()
-    needle = q.casefold()
     m = members.c
-    stmt = (
-        select(m.member_id, m.tier, m.profile, balances.c.available)
-        .select_from(members.outerjoin(balances, and_(balances.c.member_pk == m.id, balances.c.currency == currency)))
-        .where(m.program_id == program_id)
-        .order_by(m.member_id)
-    )
-    by_id = None
-    if q:
+    base = select(m.member_id).where(m.program_id == program_id).order_by(m.member_id)
+    if after is not None:
+        base = base.where(m.member_id > after)
+    ids: set[str] = set()
+    if not q:
+        ids.update(conn.execute(base.limit(limit + 1)).scalars())
+    else:
         upper = _successor(q)
-        by_id = and_(m.member_id >= q, m.member_id < upper) if upper is not None else m.member_id >= q
-        if q.isascii() and q.isprintable() and not any(c in q for c in '"\\%_'):
-            text = func.lower(cast(m.profile, Text))
-            stmt = stmt.where(or_(by_id, text.contains(needle)))
-    found: list[Found] = []
-    cursor = after
-    while len(found) <= limit:
-        page = stmt.where(m.member_id > cursor) if cursor is not None else stmt
-        rows = conn.execute(page.limit(SEARCH_CHUNK)).all()
-        for member_id, tier, profile, balance in rows:
+        by_id = base.where(m.member_id >= q) if upper is None else base.where(m.member_id >= q, m.member_id < upper)
+        ids.update(conn.execute(by_id.limit(limit + 1)).scalars())
+        ids.update(_profile_matches(conn, program_id, q, after, limit + 1))
+    page = sorted(ids)[: limit + 1]
+    rows = {}
+    if page[:limit]:
+        for member_id, tier, profile, balance in conn.execute(
+            select(m.member_id, m.tier, m.profile, balances.c.available)
+            .select_from(
+                members.outerjoin(balances, and_(balances.c.member_pk == m.id, balances.c.currency == currency))
+            )
+            .where(m.program_id == program_id, m.member_id.in_(page[:limit]))
+        ):
             if isinstance(profile, str):  # SQLite hands JSON back as text
                 profile = json.loads(profile)
-            if q and not (member_id.startswith(q) or _in_values(needle, profile or {})):
-                continue
-            found.append(Found(member_id, tier, profile or {}, int(balance or 0)))
-            if len(found) > limit:
-                break
-        if len(rows) < SEARCH_CHUNK:
+            rows[member_id] = Found(member_id, tier, profile or {}, int(balance or 0))
+    found = [rows[i] for i in page[:limit] if i in rows]
+    return found, (page[limit - 1] if len(page) > limit else None)
+
+
+def _profile_matches(conn: Connection, program_id: int, q: str, after: str | None, wanted: int) -> list[str]:
+    """The first `wanted` member ids after `after` whose profile values contain `q`."""
+    m = members.c
+    needle = q.casefold()
+    stmt = select(m.member_id, m.profile).where(m.program_id == program_id, *_profile_narrowing(q))
+    out: list[str] = []
+    cursor = after
+    while len(out) < wanted:
+        chunk = stmt.where(m.member_id > cursor) if cursor is not None else stmt
+        size = max(wanted, SEARCH_CHUNK)
+        rows = conn.execute(chunk.order_by(m.member_id).limit(size)).all()
+        for member_id, profile in rows:
+            if isinstance(profile, str):
+                profile = json.loads(profile)
+            if _in_values(needle, profile or {}):
+                out.append(member_id)
+        if len(rows) < size:
             break
         cursor = rows[-1].member_id
-    return found[:limit], (found[limit - 1].member_id if len(found) > limit else None)
+    return out[:wanted]
 
 
 def _parse_cursor(cursor: str) -> tuple[datetime, int, int]:
