@@ -22,12 +22,12 @@ def test_path_steps() -> None:
 
 
 def test_a_problem_is_placed_on_its_line() -> None:
-    broken = COFFEE.replace("limit: {per_day: 1}", "limit: {per_day: 0}")
+    broken = COFFEE.replace("per: 10, amount: 1}", "per: 0, amount: 1}")
     with pytest.raises(ProgramInvalid) as caught:
         compile_program(parse_program(broken))
     [located] = locate(broken, caught.value.issues)
-    assert located.path == "rules[2].limit.per_day"
-    assert broken.splitlines()[located.line - 1].strip() == "limit: {per_day: 0}"  # type: ignore[operator]
+    assert located.path == "rules[1].rate.per"
+    assert broken.splitlines()[located.line - 1].strip() == "rate: {attribute: amount, per: 0, amount: 1}"  # type: ignore[operator]
 
 
 def test_a_missing_field_is_placed_at_its_parent() -> None:
@@ -54,17 +54,17 @@ def test_every_item_of_a_list_is_found_on_its_own_line(values: list[int]) -> Non
 
 
 def test_unified_diff_marks_what_was_added_and_removed() -> None:
-    new = COFFEE.replace("    amount: 1\n    limit", "    amount: 2\n    limit")
+    new = COFFEE.replace("per: 10, amount: 1}", "per: 10, amount: 2}")
     lines = unified(COFFEE, new, old_name="version 1", new_name="version 2")
     assert [line.text for line in lines[:2]] == ["--- version 1", "+++ version 2"]
-    assert [line.text for line in lines if line.kind == "del"] == ["-    amount: 1"]
-    assert [line.text for line in lines if line.kind == "add"] == ["+    amount: 2"]
+    assert [line.text for line in lines if line.kind == "del"] == ["-    rate: {attribute: amount, per: 10, amount: 1}"]
+    assert [line.text for line in lines if line.kind == "add"] == ["+    rate: {attribute: amount, per: 10, amount: 2}"]
     assert unified(COFFEE, COFFEE, old_name="a", new_name="b") == []
 
 
 def test_summary_names_each_concept_that_changed() -> None:
     new_text = (
-        COFFEE.replace("    amount: 1\n    limit", "    amount: 2\n    limit")
+        COFFEE.replace("per: 10, amount: 1}", "per: 10, amount: 2}")
         .replace("{key: gold, name: Gold, threshold: 16}", "{key: gold, name: Gold, threshold: 20}")
         .replace("timezone: Europe/Paris", "timezone: Europe/Berlin")
     )
@@ -76,15 +76,15 @@ def test_summary_names_each_concept_that_changed() -> None:
     changes = summary(parse_program(COFFEE), parse_program(new_text))
     assert Change("timezone", None, "changed") in changes
     assert Change("event_types", "review", "added") in changes
-    assert Change("rules", "daily_check_in", "changed", ("amount",)) in changes
+    assert Change("rules", "purchase_beans", "changed", ("rate",)) in changes
     assert Change("ladder.tiers", "gold", "changed", ("threshold",)) in changes
     assert str(Change("rules", "daily_check_in", "changed", ("amount",))) == "rules 'daily_check_in' changed (amount)"
 
 
 def test_summary_of_a_removed_rule_and_of_no_change() -> None:
     spec = parse_program(COFFEE)
-    fewer = spec.model_copy(update={"rules": spec.rules[:2]})
-    assert summary(spec, fewer) == [Change("rules", "daily_check_in", "removed")]
+    fewer = spec.model_copy(update={"rules": spec.rules[:1]})
+    assert summary(spec, fewer) == [Change("rules", "purchase_beans", "removed")]
     assert summary(spec, spec) == []
 
 

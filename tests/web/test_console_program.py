@@ -17,8 +17,8 @@ from kinloop.store.tables import audit_log, members, program_versions
 from tests.web.conftest import browser_sign_in, csrf_of, screenshot
 
 COFFEE = (Path(__file__).resolve().parents[2] / "src/kinloop/examples/coffee.yaml").read_text(encoding="utf-8")
-BROKEN = COFFEE.replace("limit: {per_day: 1}", "limit: {per_day: 0}")
-DOUBLE_CHECK_IN = COFFEE.replace("    amount: 1\n    limit", "    amount: 2\n    limit")
+BROKEN = COFFEE.replace("per: 10, amount: 1}", "per: 0, amount: 1}")
+DOUBLE_CHECK_IN = COFFEE.replace("per: 10, amount: 1}", "per: 10, amount: 2}")
 HARD_GOLD = COFFEE.replace("{key: gold, name: Gold, threshold: 16}", "{key: gold, name: Gold, threshold: 100000}")
 
 
@@ -66,13 +66,13 @@ def test_a_broken_file_shows_each_problem_at_its_path_and_line_and_stores_nothin
     before = _state(demo_url)
     reply = _upload(client, BROKEN)
     assert reply.status_code == 422
-    assert re.search(r'<code class="issue-path">rules\[2\]\.limit\.per_day</code>: must be greater than 0', reply.text)
-    line = BROKEN.splitlines().index("    limit: {per_day: 0}") + 1
+    assert re.search(r'<code class="issue-path">rules\[1\]\.rate\.per</code>: must be greater than 0', reply.text)
+    line = BROKEN.splitlines().index("    rate: {attribute: amount, per: 0, amount: 1}") + 1
     assert f'href="#src-{line}">line {line}</a>' in reply.text
     marked = re.search(rf'<li id="src-{line}"[^>]*class="has-issue">(.*?)</li>', reply.text)
     assert marked
     assert "must be greater than 0" in marked.group(1)
-    assert "per_day: 0" in reply.text.split('id="program-source"')[1]  # the text stays to be fixed
+    assert "per: 0, amount: 1" in reply.text.split('id="program-source"')[1]  # the text stays to be fixed
     assert _state(demo_url) == before
 
 
@@ -105,9 +105,9 @@ def test_a_good_file_is_stored_inactive_with_its_diff_then_activated_and_rolled_
     assert (audit.actor, audit.action, audit.target) == ("console:operator", "program.upload", "version 2")
 
     review = client.get(reply.headers["location"]).text
-    assert "rules &#39;daily_check_in&#39; changed (amount)" in review
-    assert '<span class="del">-    amount: 1</span>' in review
-    assert '<span class="add">+    amount: 2</span>' in review
+    assert "rules &#39;purchase_beans&#39; changed (rate)" in review
+    assert '<span class="del">-    rate: {attribute: amount, per: 10, amount: 1}</span>' in review
+    assert '<span class="add">+    rate: {attribute: amount, per: 10, amount: 2}</span>' in review
 
     assert _activate(client, 2, reason="double check-in week").headers["location"] == "/console/program?activated=2"
     assert _state(demo_url)[1] == 2
@@ -121,7 +121,9 @@ def test_a_good_file_is_stored_inactive_with_its_diff_then_activated_and_rolled_
     confirm = client.get("/console/program/rollback")
     assert confirm.status_code == 200
     assert "Roll back to version 1" in confirm.text
-    assert '<span class="add">+    amount: 1</span>' in confirm.text  # what returning changes
+    assert (
+        '<span class="add">+    rate: {attribute: amount, per: 10, amount: 1}</span>' in confirm.text
+    )  # what returning changes
     _activate(client, 1, rollback="true", reason="too generous")
     assert _state(demo_url)[1] == 1
     audit = _last_audit(demo_url)
@@ -192,15 +194,15 @@ def test_browser_uploads_a_broken_then_a_good_version_activates_and_rolls_back(
     page.get_by_role("button", name="Check and upload").click()
     issues = page.locator("#program-issues")
     issues.wait_for()
-    assert "rules[2].limit.per_day: must be greater than 0" in issues.inner_text()
+    assert "rules[1].rate.per: must be greater than 0" in issues.inner_text()
     assert "must be greater than 0" in page.locator("li.has-issue").inner_text()
     screenshot(page, "program-upload-error")
 
     page.get_by_label("Program YAML").fill(DOUBLE_CHECK_IN)
     page.get_by_role("button", name="Check and upload").click()
     page.wait_for_url(re.compile(r".*/console/program/versions/2\?uploaded=1"))
-    assert "daily_check_in" in page.locator(".program-changes").inner_text()
-    assert page.locator("pre.diff .add", has_text="amount: 2").count() == 1
+    assert "purchase_beans" in page.locator(".program-changes").inner_text()
+    assert page.locator("pre.diff .add", has_text="per: 10, amount: 2").count() == 1
     screenshot(page, "program-diff")
 
     page.get_by_role("button", name="Activate version 2").click()
