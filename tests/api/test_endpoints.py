@@ -166,7 +166,17 @@ def test_a_member_has_balances_tier_progress_and_soon_expiring_points(api: Api) 
                 "reward": {"currency": "beans", "amount": 5, "text": "5 Beans"},
             }
         ],
-        "checkin": None,  # coffee has no daily check-in section
+        "checkin": {  # m1 has never checked in: day 1 of a streak is on offer today (Paris)
+            "streak": 0,
+            "best": 0,
+            "days": 0,
+            "checked_in_today": False,
+            "last_day": None,
+            "next_reward": {"day": 1, "on": "2026-03-01", "currency": "beans", "amount": 1, "text": "day 1: 1 Beans"},
+            "next_milestone": None,
+            "makeup_cards_left": 0,
+            "text": "no streak yet; not checked in today",
+        },
         "campaigns": {
             "active": [],  # NOW is a Sunday; the member day is on Wednesdays
             "next": {

@@ -17,10 +17,10 @@ from kinloop.domain.amounts import from_minor
 from kinloop.domain.errors import InvalidInput, UnknownMember
 from kinloop.domain.program import Currency, Program
 from kinloop.domain.rules import Activity, FirstAward, MemberState, Usage
-from kinloop.services.book import Book, chunks, lock_members
+from kinloop.services.book import CHUNK, Book, chunks
 from kinloop.services.programs import LoadedProgram
-from kinloop.store.bulk import select_in, upsert_rows
-from kinloop.store.db import insert_ignore
+from kinloop.store.bulk import Part, part_in, read_parts, select_in, upsert_rows
+from kinloop.store.db import driver_cursor, insert_ignore, is_sqlite
 from kinloop.store.tables import activity, balances, entries, events, first_awards, members, rule_usage
 
 
@@ -35,7 +35,16 @@ class MemberRow:
 def ensure(conn: Connection, program_id: int, member_ids: Iterable[str], now: datetime) -> dict[str, MemberRow]:
     """The members with these ids, created if new, locked for this transaction."""
     ids = sorted(set(member_ids))
-    found = _fetch(conn, program_id, ids)
+    found, locked = lock_found(conn, program_id, ids)
+    if locked:
+        return found
+    return create_missing(conn, program_id, ids, found, now)
+
+
+def create_missing(
+    conn: Connection, program_id: int, ids: list[str], found: dict[str, MemberRow], now: datetime
+) -> dict[str, MemberRow]:
+    """`ensure` after `lock_found` said not all of `ids` are locked (`found`: those that exist)."""
     missing = [m for m in ids if m not in found]
     if missing:
         insert_ignore(
@@ -47,17 +56,67 @@ def ensure(conn: Connection, program_id: int, member_ids: Iterable[str], now: da
             ],
             ("program_id", "member_id"),
         )
+    if is_sqlite(conn):
         found.update(_fetch(conn, program_id, missing))
-    lock_members(conn, (r.pk for r in found.values()))
-    return found
+        return found
+    # Locked only now, after the inserts and in key order, as if none had been found locked:
+    # a transaction never waits for a new member's insert while holding other members' locks.
+    return _fetch(conn, program_id, ids, lock=True)
 
 
-def _fetch(conn: Connection, program_id: int, ids: list[str]) -> dict[str, MemberRow]:
+def lock_found(conn: Connection, program_id: int, ids: list[str]) -> tuple[dict[str, MemberRow], bool]:
+    """The members of `ids` that exist, and whether they are locked: on PostgreSQL they are (in
+    key order, read after the lock) when ALL exist, in the one statement that finds them; when
+    some are missing, none is locked (see `ensure`). SQLite needs no row locks (BEGIN IMMEDIATE)."""
+    if is_sqlite(conn) or not ids or len(ids) > CHUNK:
+        # (More than one statement's worth is never locked here: one part locked and the next
+        # not would leave locks held while `ensure` inserts.)
+        found = _fetch(conn, program_id, ids)
+        return found, is_sqlite(conn) and len(found) == len(ids)
+    with driver_cursor(conn, _LOCK_FOUND) as cur:
+        cur.execute(_LOCK_FOUND, {"program_id": program_id, "ids": ids, "n": len(ids)})
+        rows = cur.fetchall()
+    found = {member_id: MemberRow(pk, member_id, tier, profile or {}) for _, pk, member_id, tier, profile in rows}
+    return found, bool(rows) and rows[0][0] and len(found) == len(ids)
+
+
+# Lock all the members asked for when all exist, else lock none and say which exist.
+_LOCK_FOUND = """
+WITH found AS (
+    SELECT id, member_id, tier, profile FROM members
+    WHERE program_id = %(program_id)s AND member_id = ANY(%(ids)s)
+), locked AS (
+    SELECT id, member_id, tier, profile FROM members
+    WHERE id IN (SELECT id FROM found) AND (SELECT count(*) FROM found) = %(n)s
+    ORDER BY id FOR UPDATE
+)
+SELECT true, * FROM locked
+UNION ALL
+SELECT false, * FROM found WHERE (SELECT count(*) FROM found) < %(n)s
+"""
+
+
+def _fetch(conn: Connection, program_id: int, ids: list[str], *, lock: bool = False) -> dict[str, MemberRow]:
     out: dict[str, MemberRow] = {}
     for part in chunks(ids):
-        for pk, member_id, tier, profile in select_in(
-            conn, members, ("id", "member_id", "tier", "profile"), "member_id", part, also=("program_id", [program_id])
-        ):
+        if lock:
+            sql = (
+                "SELECT id, member_id, tier, profile FROM members WHERE program_id = %s AND member_id = ANY(%s)"
+                " ORDER BY id FOR UPDATE"
+            )
+            with driver_cursor(conn, sql) as cur:
+                cur.execute(sql, (program_id, part))
+                rows = cur.fetchall()
+        else:
+            rows = select_in(
+                conn,
+                members,
+                ("id", "member_id", "tier", "profile"),
+                "member_id",
+                part,
+                also=("program_id", [program_id]),
+            )
+        for pk, member_id, tier, profile in rows:
             if isinstance(profile, str):  # SQLite hands JSON back as text
                 profile = json.loads(profile)
             out[member_id] = MemberRow(pk, member_id, tier, profile or {})
@@ -66,49 +125,69 @@ def _fetch(conn: Connection, program_id: int, ids: list[str]) -> dict[str, Membe
 
 def get(conn: Connection, program_id: int, member_id: str, *, lock: bool = False) -> MemberRow:
     """One member, or UnknownMember."""
-    found = _fetch(conn, program_id, [member_id])
+    # On PostgreSQL a lock is taken in the statement that finds the member (SQLite needs none).
+    found = _fetch(conn, program_id, [member_id], lock=lock and not is_sqlite(conn))
     if member_id not in found:
         raise UnknownMember(f"no member {member_id!r} in this program", field="member_id")
-    row = found[member_id]
-    if lock:
-        lock_members(conn, [row.pk])
-    return row
+    return found[member_id]
 
 
 def load_states(
     conn: Connection, program: Program, rows: Iterable[MemberRow], book: Book, periods: set[str]
 ) -> dict[int, MemberState]:
     """What the engine needs of each member: tier, profile, activity, usage in `periods`."""
-    states: dict[int, MemberState] = {}
-    pks = []
-    for r in rows:
-        pks.append(r.pk)
+    rows = list(rows)
+    pks = sorted(r.pk for r in rows)
     book.load_balances(pks)
+    found: tuple[list[tuple[Any, ...]], ...] = ([], [], [])
+    for part in chunks(pks):
+        for got, more in zip(found, read_parts(conn, state_parts(conn, program, part, periods)), strict=True):
+            got += more
+    return states_from(program, rows, book, *found)
+
+
+def state_parts(conn: Connection, program: Program, pks: list[int], periods: set[str]) -> list[Part | None]:
+    """The reads of `load_states` (at most `CHUNK` members, balances apart): activity, usage and
+    first-time holders; their rows go to `states_from`."""
+    wanted = sorted(periods)
+    usage = None
+    if wanted and any(r.periods for r in program.rules):
+        usage = part_in(
+            conn,
+            rule_usage,
+            ("member_pk", "rule", "period", "amount", "times"),
+            "member_pk",
+            pks,
+            also=("period", wanted),
+        )
+    firsts = None
+    if any(r.first_time_bonus for r in program.rules):
+        firsts = part_in(conn, first_awards, ("member_pk", "rule", "occurred_at", "event_id"), "member_pk", pks)
+    return [
+        part_in(conn, activity, ("member_pk", "event_type", "count", "last_day", "streak"), "member_pk", pks),
+        usage,
+        firsts,
+    ]
+
+
+def states_from(
+    program: Program,
+    rows: Iterable[MemberRow],
+    book: Book,
+    activity_rows: Iterable[tuple[Any, ...]],
+    usage_rows: Iterable[tuple[Any, ...]],
+    first_rows: Iterable[tuple[Any, ...]],
+) -> dict[int, MemberState]:
+    """Member states from the rows of `state_parts` (the book has their balances)."""
+    states: dict[int, MemberState] = {}
     for r in rows:
         states[r.pk] = MemberState(r.member_id, r.tier, r.profile, book.available(r.pk))
-    wanted = sorted(periods)
-    for part in chunks(sorted(pks)):
-        for pk, etype, count, last_day, streak in select_in(
-            conn, activity, ("member_pk", "event_type", "count", "last_day", "streak"), "member_pk", part
-        ):
-            states[pk].activity[etype] = Activity(count, date.fromordinal(last_day) if last_day else None, streak)
-        if wanted and any(r.periods for r in program.rules):
-            for pk, rule, period, amount, times in select_in(
-                conn,
-                rule_usage,
-                ("member_pk", "rule", "period", "amount", "times"),
-                "member_pk",
-                part,
-                also=("period", wanted),
-            ):
-                states[pk].usage[(rule, period)] = Usage(amount, times)
-        if any(r.first_time_bonus for r in program.rules):
-            for pk, rule, at, event_id in conn.execute(
-                select(
-                    first_awards.c.member_pk, first_awards.c.rule, first_awards.c.occurred_at, first_awards.c.event_id
-                ).where(first_awards.c.member_pk.in_(part))
-            ):
-                states[pk].firsts[rule] = FirstAward(at, event_id)
+    for pk, etype, count, last_day, streak in activity_rows:
+        states[pk].activity[etype] = Activity(count, date.fromordinal(last_day) if last_day else None, streak)
+    for pk, rule, period, amount, times in usage_rows:
+        states[pk].usage[(rule, period)] = Usage(amount, times)
+    for pk, rule, at, event_id in first_rows:
+        states[pk].firsts[rule] = FirstAward(at, event_id)
     return states
 
 

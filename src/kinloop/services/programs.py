@@ -13,6 +13,7 @@ from kinloop.domain.errors import Issue, NotFound, ProgramInvalid, UnknownProgra
 from kinloop.domain.program import Program
 from kinloop.program.loader import canonical_text, compile_program, parse_program
 from kinloop.program.schema import ProgramFile
+from kinloop.services import audit
 from kinloop.store.tables import audit_log, program_versions, programs
 
 if TYPE_CHECKING:
@@ -235,15 +236,14 @@ def upload(
     result = load(conn, spec, source, now=now, activate=activate)
     if activate:
         _after_activation(conn, loaded.program, result.loaded, now=now, keep_until=keep_until)
-    _audit(
+    audit.record(
         conn,
         loaded.program_id,
-        now,
-        actor,
-        "program.upload",
-        f"version {result.loaded.version}",
-        None,
-        {"version": result.loaded.version, "new": result.new_version, "activated": activate},
+        actor=actor,
+        action="program.upload",
+        target=f"version {result.loaded.version}",
+        details={"version": result.loaded.version, "new": result.new_version, "activated": activate},
+        now=now,
     )
     return result
 
@@ -272,7 +272,16 @@ def activate(
     details: dict[str, Any] = {"from_version": before.version, "to_version": number}
     if moved is not None:
         details["tiers_moved"] = moved.changed
-    _audit(conn, program_id, now, actor, action, f"version {number}", reason, details)
+    audit.record(
+        conn,
+        program_id,
+        actor=actor,
+        action=action,
+        target=f"version {number}",
+        reason=reason,
+        details=details,
+        now=now,
+    )
     return moved
 
 
@@ -283,20 +292,3 @@ def _after_activation(
     from kinloop.services import tiers
 
     return tiers.on_activation(conn, before, after, now=now, keep_until=keep_until)
-
-
-def _audit(
-    conn: Connection,
-    program_id: int,
-    now: datetime,
-    actor: str,
-    action: str,
-    target: str,
-    reason: str | None,
-    details: dict[str, Any],
-) -> None:
-    conn.execute(
-        audit_log.insert().values(
-            program_id=program_id, at=now, actor=actor, action=action, target=target, reason=reason, details=details
-        )
-    )
