@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Form, Query, Request
@@ -31,7 +31,6 @@ from kinloop.web.console.session import Actor, Configurer, ConsolePage, Page
 from kinloop.web.templating import render
 
 router = APIRouter()
-T = TypeVar("T")
 
 ORDER_STATES = ("placed", "confirmed", "fulfilled", "completed", "cancelled", "refunded")
 ORDERS_PER_PAGE = 25
