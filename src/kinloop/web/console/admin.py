@@ -21,7 +21,7 @@ from kinloop.services import audit, keys, operators, webhooks
 from kinloop.services.keys import SCOPES
 from kinloop.services.outbox import KINDS
 from kinloop.services.webhooks import STATUSES
-from kinloop.web.console.outlets import NO_NUL, Id, Key, actor_of, errors_of, loaded_of, read, see, write
+from kinloop.web.console.handlers import NO_NUL, Id, Key, actor_of, errors_of, loaded_of, read, see, write
 from kinloop.web.console.session import Administrator, ConsolePage, Page
 from kinloop.web.templating import render
 

@@ -9,90 +9,37 @@ field (status 422, or 409 for an order whose state does not allow the action) an
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Form, Path, Query, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection
 
-from kinloop.api.deps import run, state
 from kinloop.clock import utcnow
-from kinloop.domain.errors import IllegalTransition, InvalidInput, Issue, KinloopError
+from kinloop.domain.errors import IllegalTransition, InvalidInput, Issue
 from kinloop.domain.orders import Action, actions_from
 from kinloop.domain.program import Program
 from kinloop.domain.rewards import price_at
-from kinloop.services import audit, campaigns, draws, mall, orders, programs
-from kinloop.services.programs import LoadedProgram
+from kinloop.services import audit, campaigns, draws, mall, orders
+from kinloop.web.console.handlers import NO_NUL, Id, Key, actor_of, errors_of, loaded_of, read, see, write
 from kinloop.web.console.session import Actor, Configurer, ConsolePage, Page
 from kinloop.web.templating import render
 
 router = APIRouter()
-T = TypeVar("T")
 
 ORDER_STATES = ("placed", "confirmed", "fulfilled", "completed", "cancelled", "refunded")
 ORDERS_PER_PAGE = 25
-NO_NUL = r"^[^\x00]*$"  # PostgreSQL cannot store (or compare) text with NUL characters
-Key = Annotated[str, Path(min_length=1, max_length=200, pattern=NO_NUL)]
-Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 # htmx leaves error replies unswapped; a refused action's reply is the row or panel with the
 # reason in it, so it is swapped in like a success.
 SWAP_REFUSALS = (
     "if (event.detail.xhr.status === 409 || event.detail.xhr.status === 422)"
     " { event.detail.shouldSwap = true; event.detail.isError = false; }"
 )
-
-
-# --- transactions ---------------------------------------------------------------------------
-def _transact(engine: Engine, fn: Callable[..., T], *args: Any) -> T:
-    with engine.begin() as conn:
-        return fn(conn, *args)
-
-
-def _look(engine: Engine, fn: Callable[..., T], *args: Any) -> T:
-    with engine.connect() as conn:
-        return fn(conn, *args)
-
-
-async def write(request: Request, fn: Callable[..., T], *args: Any) -> T:
-    """`fn(conn, *args)` in a transaction of its own, committed when it returns and rolled back
-    when it raises: a refused change writes nothing, and the page can still say why."""
-    st = state(request)
-    async with st.writer or contextlib.nullcontext():
-        return await run(request, _transact, st.engine, fn, *args)
-
-
-async def read(request: Request, fn: Callable[..., T], *args: Any) -> T:
-    """`fn(conn, *args)` on the read engine."""
-    return await run(request, _look, state(request).reader, fn, *args)
-
-
-def loaded_of(conn: Connection, page: ConsolePage) -> LoadedProgram:
-    """The active version of the program the console works on."""
-    return programs.active(conn, page.program_key)
-
-
-def actor_of(page: ConsolePage) -> str:
-    """How the audit log names an operator's changes."""
-    return f"console:{page.operator.username}"
-
-
-def see(request: Request, url: str) -> Response:
-    """After a change: a plain form is redirected to `url`; htmx is told to load it."""
-    if request.headers.get("hx-request") == "true":
-        return Response(status_code=200, headers={"HX-Redirect": url})
-    return RedirectResponse(url, status_code=303)
-
-
-def errors_of(exc: KinloopError) -> dict[str, str]:
-    """A domain error as the form errors of its field."""
-    return {exc.field or "form": exc.detail}
 
 
 # --- the mall -------------------------------------------------------------------------------
