@@ -4,6 +4,7 @@ set (as in .ci/run), on a fresh PostgreSQL database too."""
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -87,3 +88,26 @@ def load_example(engine: Engine, name: str, now: datetime = NOW) -> LoadedProgra
 @pytest.fixture
 def coffee(engine: Engine) -> LoadedProgram:
     return load_example(engine, "coffee")
+
+
+# Coffee with its check-in as a rule capped per day, as the file had it before the daily
+# check-in feature. A rule's cap counts by the day an event happened in, whatever order events
+# arrive in, so concurrent writers must end where one writer does; the check-in feature keeps
+# a streak, and a check-in arriving after a later day's is late by design (order matters).
+RULE_CHECKIN = """
+  - key: daily_check_in
+    name: Daily check-in
+    event: check_in
+    currency: beans
+    amount: 1
+    limit: {per_day: 1}
+"""
+
+
+def load_coffee_with_capped_check_in(engine: Engine) -> LoadedProgram:
+    """Load coffee with its check-in as a per-day capped rule (for order-independence tests)."""
+    source = (EXAMPLES / "coffee.yaml").read_text(encoding="utf-8")
+    source = re.sub(r"\ncheckin:\n(  .*\n)+", "\n", source)
+    source = source.replace("\nladder:", RULE_CHECKIN + "\nladder:", 1)
+    with engine.begin() as conn:
+        return programs.load(conn, parse_program(source), source, now=NOW).loaded

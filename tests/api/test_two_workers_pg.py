@@ -33,7 +33,7 @@ from kinloop.services import verify as verify_svc
 from kinloop.store import migrate
 from kinloop.store.db import connect
 from kinloop.store.tables import balances, entries, events, members
-from tests.conftest import load_example
+from tests.conftest import load_coffee_with_capped_check_in
 
 pytestmark = pytest.mark.postgres
 
@@ -56,7 +56,8 @@ def server(db_url: str, engine: Engine, tmp_path: Path) -> Iterator[tuple[str, s
     """`kinloop serve --workers 2` on the test's PostgreSQL database: (base URL, ingest key)."""
     if db_url.startswith("sqlite"):
         pytest.skip("two workers on one database is a PostgreSQL deployment")
-    coffee = load_example(engine, "coffee")
+    # Check-ins arrive in any order across workers: a per-day capped rule is order-independent.
+    coffee = load_coffee_with_capped_check_in(engine)
     with engine.begin() as conn:
         key, _ = keys.create(conn, coffee.program_id, "ingest", name="workers test", now=utcnow())
     port = _free_port()
@@ -222,7 +223,7 @@ def test_two_workers_under_concurrent_posts_for_the_same_members(
     alone = connect(f"sqlite:///{tmp_path / 'sequential.db'}")
     migrate.upgrade(alone)
     try:
-        single = load_example(alone, "coffee")
+        single = load_coffee_with_capped_check_in(alone)
         now = utcnow()
         for ev in distinct:
             with alone.begin() as conn:
