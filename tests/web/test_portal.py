@@ -195,6 +195,27 @@ def test_the_cli_prints_a_link_that_opens_the_portal(demo_url: str) -> None:
     assert refused.exit_code == 3
 
 
+def test_leaving_forgets_the_member_on_this_device(demo_url: str, engine: Engine) -> None:
+    client = entered(demo_url, engine, "member-00001")
+    page = client.get("/portal").text
+    assert client.post("/portal/leave", data={}).status_code == 403  # a change like any other
+    left = client.post("/portal/leave", data={"csrf": csrf_of(page)})
+    assert left.status_code == 200
+    assert "You have left your membership page" in left.text
+    assert client.get("/portal").status_code == 401
+
+
+def test_a_new_member_sees_a_whole_page_with_nothing_yet(demo_url: str, engine: Engine) -> None:
+    with engine.begin() as conn:
+        members.set_profile(conn, programs.active(conn).program_id, "newcomer", {"display_name": "Ada"}, now=utcnow())
+    page = entered(demo_url, engine, "newcomer").get("/portal")
+    assert page.status_code == 200
+    assert "Ada" in page.text
+    assert "4 ★ to Jade" in page.text  # Green is reached with 0 ★
+    assert "Nothing yet: what you earn and spend shows here." in page.text
+    assert re.search(r'id="streak">0<', page.text)
+
+
 # --- only the member's own data --------------------------------------------------------------
 
 
@@ -428,7 +449,7 @@ def test_a_group_envelope_is_claimed_by_its_code(demo_url: str, engine: Engine) 
 
 @pytest.fixture
 def phone(chromium: Any) -> Iterator[Any]:
-    """A browser page the size of a phone (390 × 844, touch), with its own cookies."""
+    """A browser page the size of a phone (390 by 844, touch), with its own cookies."""
     context = chromium.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     page = context.new_page()
     page.set_default_timeout(10_000)
@@ -505,3 +526,16 @@ def test_a_refused_redeem_shows_its_reason_beside_the_reward(live_server: str, e
     mug.click()
     expect(phone.locator("#failed-mug")).to_contain_text("available balance is")
     assert phone.url == f"{live_server}/portal"
+
+
+def test_a_link_that_ends_while_the_page_is_open_shows_why(live_server: str, engine: Engine, phone: Any) -> None:
+    from playwright.sync_api import expect
+
+    with engine.begin() as conn:
+        link = portal_link(conn, programs.active(conn).program_id, "member-00010", live_server, now=utcnow())
+    phone.goto(link)
+    expect(phone.get_by_role("button", name="Check in")).to_be_enabled()
+    phone.context.clear_cookies()
+    phone.get_by_role("button", name="Check in").click()
+    expect(phone.get_by_role("heading", level=1)).to_have_text("Open your membership from the app")
+    expect(phone.get_by_role("alert")).to_contain_text("open your membership from your link or from the app")
