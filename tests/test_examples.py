@@ -99,18 +99,20 @@ def test_coffee_resending_an_event_awards_nothing_twice(engine: Engine, coffee: 
 
 def test_coffee_a_second_check_in_on_the_same_day_earns_nothing(engine: Engine, coffee: LoadedProgram) -> None:
     # Europe/Paris: 22:30Z on 5 January is still the 5th there; 23:30Z is already the 6th.
-    feed(
-        engine,
-        coffee,
-        [
-            event("c1", "check_in", "2026-01-05T08:00:00Z"),
-            event("c2", "check_in", "2026-01-05T22:30:00Z"),
-        ],
-    )
+    with engine.begin() as conn:
+        first, second = ingest(
+            conn,
+            coffee,
+            [event("c1", "check_in", "2026-01-05T08:00:00Z"), event("c2", "check_in", "2026-01-05T22:30:00Z")],
+            now=NOW,
+        )
     assert view(engine, coffee).balances == {"stars": 0, "beans": 1}
-    assert statuses(engine, coffee, "c1") == {"daily_check_in": "awarded"}
-    assert statuses(engine, coffee, "c2") == {"daily_check_in": "limit_reached"}
-    feed(engine, coffee, [event("c3", "check_in", "2026-01-05T23:30:00Z")])
+    assert first.as_json(coffee.program)["checkin"]["streak"] == 1
+    assert second.as_json(coffee.program)["checkin"]["status"] == "already_checked_in"
+    assert second.as_json(coffee.program)["awards"] == []
+    with engine.begin() as conn:
+        [third] = ingest(conn, coffee, [event("c3", "check_in", "2026-01-05T23:30:00Z")], now=NOW)
+    assert third.as_json(coffee.program)["checkin"]["streak"] == 2
     assert view(engine, coffee).balances == {"stars": 0, "beans": 2}
 
 

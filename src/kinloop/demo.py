@@ -9,6 +9,7 @@ as production: ingestion, spending, reversal and expiry.
 from __future__ import annotations
 
 import random
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -19,16 +20,20 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, delete, inspect, select
 
 from kinloop.clock import utcnow
 from kinloop.demo_outlets import seed_outlets
 from kinloop.domain.errors import InsufficientBalance, InvalidInput
 from kinloop.program.loader import parse_program
-from kinloop.services import ingest, ledger, mall, member_view, programs
+from kinloop.services import ingest, ledger, mall, member_view, operators, programs
 from kinloop.services.summary import summarise
 from kinloop.store import migrate
 from kinloop.store.db import connect, database_url
+from kinloop.store.tables import members as member_rows
+from kinloop.store.tables import operator_sessions
+from kinloop.store.tables import operators as operator_rows
+from kinloop.web.portal.links import portal_link
 
 EXAMPLES = Path(__file__).parent / "examples"
 DEMO_URL = "sqlite:///kinloop-demo.db"
@@ -111,6 +116,49 @@ def _day_events(rng: random.Random, people: list[DemoMember], day: date, index: 
                 }
             )
     return evs
+
+
+@dataclass(frozen=True, slots=True)
+class WebAccess:
+    """How a newcomer gets into the served demo: an operator login and member portal links."""
+
+    console_url: str
+    username: str
+    password: str
+    portal_links: list[tuple[str, str]]  # (member_id, link)
+
+
+DEMO_OPERATOR = "demo"
+
+
+def web_access(engine: Engine, base: str, *, now: datetime, members: int = 2) -> WebAccess:
+    """Create (or reset) the demo's owner account and sign portal links for a few members,
+    the ones with the most going on (the highest tiers and balances)."""
+    password = secrets.token_urlsafe(9)
+    with engine.begin() as conn:
+        loaded = programs.active(conn)
+        if conn.execute(select(operator_rows.c.id).where(operator_rows.c.username == DEMO_OPERATOR)).first():
+            operators.disable(conn, DEMO_OPERATOR, now=now)
+            conn.execute(delete(operator_sessions))
+            conn.execute(delete(operator_rows).where(operator_rows.c.username == DEMO_OPERATOR))
+        operators.create(conn, DEMO_OPERATOR, "owner", password, now=now)
+        picked = _portal_members(conn, loaded, members)
+        links = [(m, portal_link(conn, loaded.program_id, m, base, now=now)) for m in picked]
+    return WebAccess(f"{base}/console", DEMO_OPERATOR, password, links)
+
+
+def _portal_members(conn: Any, loaded: programs.LoadedProgram, n: int) -> list[str]:
+    """The member highest on the ladder, then one on its first step: the portal differs for each."""
+    rows = conn.execute(
+        select(member_rows.c.member_id, member_rows.c.tier)
+        .where(member_rows.c.program_id == loaded.program_id)
+        .order_by(member_rows.c.id)
+    ).all()
+    ladder = loaded.program.ladder
+    rank = ladder.index if ladder else (lambda _tier: 0)
+    ranked = sorted(rows, key=lambda r: -rank(r.tier))
+    picks = [ranked[0], ranked[-1], *ranked[1:-1]] if ranked else []
+    return [r.member_id for r in picks][:n]
 
 
 def _open_demo_db(db: str | None) -> tuple[str, Engine]:

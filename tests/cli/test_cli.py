@@ -227,7 +227,7 @@ def test_validate_accepts_the_example_program() -> None:
     result = kl("validate", COFFEE)
     assert result.exit_code == 0
     assert result.stdout == (
-        f"ok {COFFEE}: program Coffee Club (coffee): 2 currencies, 2 event types, 3 rules, 4 tiers\n"
+        f"ok {COFFEE}: program Coffee Club (coffee): 2 currencies, 2 event types, 2 rules, 4 tiers\n"
     )
 
 
@@ -236,7 +236,10 @@ def test_validate_prints_every_problem_with_its_path(tmp_path: Path) -> None:
     source = source.replace(
         "  - key: purchase_stars\n", "  - key: purchase_stars\n    cap: {per_day: 0}\n    colour: red\n"
     )
-    source = source.replace("    limit: {per_day: 1}\n", "    limit: {per_day: 1}\n    cap: {per_day: -2}\n")
+    source = source.replace(
+        "    rate: {attribute: amount, per: 10, amount: 1}\n",
+        "    rate: {attribute: amount, per: 10, amount: 1}\n    cap: {per_day: -2}\n",
+    )
     broken = tmp_path / "broken.yaml"
     broken.write_text(source)
 
@@ -248,7 +251,7 @@ def test_validate_prints_every_problem_with_its_path(tmp_path: Path) -> None:
         f"error: {broken}: 3 problems\n"
         "  rules[0].cap.per_day: must be greater than 0\n"
         "  rules[0].colour: unknown field\n"
-        "  rules[2].cap.per_day: must be greater than 0\n"
+        "  rules[1].cap.per_day: must be greater than 0\n"
     )
 
 
@@ -318,6 +321,10 @@ def test_ingest_jsonl_then_csv_and_show_the_members(ready: str, tmp_path: Path) 
 
     m1 = show(ready, "m1")
     campaigns = m1.pop("campaigns")
+    # m1 checked in once, on 2 June 2025 (j2): a streak long broken by the CLI's "now".
+    checkin = m1.pop("checkin")
+    assert (checkin["streak"], checkin["best"], checkin["days"], checkin["last_day"]) == (0, 1, 1, "2025-06-02")
+    assert checkin["checked_in_today"] is False
     assert m1 == {
         "member_id": "m1",
         "balances": {"stars": 3, "beans": 21},
@@ -352,7 +359,6 @@ def test_ingest_jsonl_then_csv_and_show_the_members(ready: str, tmp_path: Path) 
                 "reward": {"currency": "beans", "amount": 5, "text": "5 Beans"},
             }
         ],
-        "checkin": None,
         "privileges": [],  # Green holds none
         "profile": {},
         "holds": {"held": {}, "text": {}, "active": []},
@@ -366,6 +372,7 @@ def test_ingest_jsonl_then_csv_and_show_the_members(ready: str, tmp_path: Path) 
     assert table.exit_code == 0
     assert table.stdout == (
         "m1 — Green\n  Stars: 3 ★\n  Beans: 21 Beans\n  1 ★ to Jade\n  task Complete your profile: 0/3\n"
+        "  Check-in: no streak yet; not checked in today; next day 1: 1 Beans\n"
     )
     assert kl("verify", "--db", ready).exit_code == 0
 
@@ -379,7 +386,7 @@ def test_member_show_lists_points_expiring_within_30_days(ready: str, tmp_path: 
         {"currency": "beans", "amount": 7, "on": "2026-03-15", "text": "7 Beans expire on 2026-03-15"}
     ]
     # The expiring points come after the tier progress, before the tasks.
-    assert kl("member", "show", "m9", "--db", ready).stdout.splitlines()[-2:] == [
+    assert kl("member", "show", "m9", "--db", ready).stdout.splitlines()[-3:-1] == [
         "  7 Beans expire on 2026-03-15",
         "  task Complete your profile: 0/3",
     ]
@@ -645,9 +652,13 @@ def test_explain_names_each_rule_and_why(populated: str) -> None:
     assert [(e["kind"], e["currency"], e["amount"]) for e in j3["entries"]] == [("earn", "beans", 4)]
 
     c3 = kl("explain", "c3", "--db", populated)
-    assert re.search(r"Daily check-in\s*│\s*limit_reached\s*│\s*at most 1 award per day; already given", c3.stdout)
+    assert re.search(r"Daily check-in\s*│\s*already_checked_in\s*│\s*already checked in on 2025-06-05", c3.stdout)
     c3_json = json.loads(kl("explain", "c3", "--db", populated, "--json").stdout)
-    assert [(r["rule"], r["status"]) for r in c3_json["rules"]] == [("daily_check_in", "limit_reached")]
+    assert [(r["rule"], r["status"]) for r in c3_json["rules"]] == [("checkin", "already_checked_in")]
+    c2_json = json.loads(kl("explain", "c2", "--db", populated, "--json").stdout)
+    assert [(r["rule"], r["status"], r["amount"], r["currency"]) for r in c2_json["rules"]] == [
+        ("checkin", "checked_in", 1, "beans")
+    ]
     assert c3_json["entries"] == []
 
 

@@ -12,6 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from kinloop.cli import checkin as checkin_cli
 from kinloop.cli import draws as outlets_cli
 from kinloop.cli import envelopes as envelopes_cli
 from kinloop.cli import leaderboard as leaderboard_cli
@@ -58,6 +59,7 @@ app.add_typer(envelopes_cli.app, name="envelopes")
 app.add_typer(privileges_cli.app, name="privileges")
 app.add_typer(users_cli.app, name="users")
 app.command("leaderboard")(leaderboard_cli.leaderboard)
+app.command("check-in")(checkin_cli.check_in)
 # soft_wrap: piped output and logs get whole lines, not lines cut at 80 columns.
 
 
@@ -535,17 +537,39 @@ def worker(
     db: DbOption = None,
     once: Annotated[bool, typer.Option("--once", help="Deliver what is due now, then stop.")] = False,
     poll: Annotated[float, typer.Option("--poll", min=0.1, max=60, help="Seconds to wait when nothing is due.")] = 1.0,
+    housekeeping: Annotated[
+        float,
+        typer.Option(
+            "--housekeeping",
+            min=0,
+            max=3600,
+            help="Every this many seconds, release timed-out holds and due pending amounts, expire due lots and"
+            " close envelopes past their window (0: never).",
+        ),
+    ] = 60.0,
     as_json: JsonOption = False,
 ) -> None:
-    """Deliver webhook messages: signed, retried with backoff, at least once (stop with Ctrl-C)."""
+    """Deliver webhook messages (signed, retried with backoff, at least once) and do the
+    time-driven housekeeping (stop with Ctrl-C)."""
     import signal
     import threading
 
+    from kinloop.services import housekeeping as chores
     from kinloop.services.webhooks import Counts, Worker
 
     engine = open_engine(db)
+
+    def tidy() -> None:
+        done = chores.run_due(engine, now=utcnow())
+        if done and as_json:
+            print_json({"housekeeping": done})
+        elif done:
+            out.print(f"housekeeping: {done}")
+
     with Worker(engine) as job:
         if once:
+            if housekeeping:
+                tidy()
             totals = job.drain()
             if as_json:
                 print_json(totals.as_json())
@@ -555,13 +579,23 @@ def worker(
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
+        def chores_loop() -> None:
+            while not stop.wait(housekeeping):
+                try:
+                    tidy()
+                except Exception as exc:  # a failed round is retried next time; the worker goes on
+                    err.print(f"housekeeping failed: {type(exc).__name__}: {exc}", markup=False)
+
+        if housekeeping:
+            threading.Thread(target=chores_loop, name="housekeeping", daemon=True).start()
+
         def report(done: Counts) -> None:
             if as_json:
                 print_json(done.as_json())
             else:
                 out.print(f"delivered {done.delivered}, retrying {done.retrying}, failed {done.failed}")
 
-        err.print(f"kinloop webhook worker on {database_url(db)}; Ctrl-C stops it")
+        err.print(f"kinloop worker on {database_url(db)}; Ctrl-C stops it")
         try:
             job.run(stop, poll=poll, on_round=report)
         except KeyboardInterrupt:
@@ -579,19 +613,27 @@ def demo(
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
 ) -> None:
     """Create a demo database with the coffee program and a realistic population, summarise it,
-    then serve the HTTP API on 127.0.0.1 (until Ctrl-C) unless --no-serve."""
-    from kinloop.demo import DEMO_URL, run_demo
+    then serve the console, the member portal and the HTTP API on 127.0.0.1 (until Ctrl-C)
+    unless --no-serve."""
+    from kinloop.demo import DEMO_URL, run_demo, web_access
 
     run_demo(db, members_n=members_n, days=days, seed=seed, console=out, progress_console=err)
     if no_serve:
         return
     url = database_url(db) if db else DEMO_URL
     engine = open_engine(url)
+    base = f"http://127.0.0.1:{port}"
     with engine.begin() as conn:
         lp = programs.active(conn)
         key, _ = key_svc.create(conn, lp.program_id, "admin", name="demo", now=utcnow())
-    base = f"http://127.0.0.1:{port}"
-    out.print(f"\nAPI: {base} (interactive docs: {base}/docs), demo admin key:")
+    access = web_access(engine, base, now=utcnow())
+    out.print(f"\n[bold]Console:[/] {access.console_url}  (sign in as {access.username!r}, password below)")
+    out.print(access.password, markup=False)
+    out.print("[bold]Member portal[/] (links valid 24 hours):")
+    for member_id, link in access.portal_links:
+        out.print(f"  {member_id}: ", end="")
+        out.print(link, markup=False)
+    out.print(f"[bold]API:[/] {base} (interactive docs: {base}/docs), demo admin key:")
     out.print(key, markup=False)
     out.print(f"try:  curl -H 'Authorization: Bearer {key}' {base}/v1/members/member-00002", markup=False)
     out.print("[dim]Ctrl-C stops the server.[/]")

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from kinloop.domain.errors import UnknownEvent
+from kinloop.domain.program import Program
 from kinloop.domain.rules import RuleOutcome, describe
 from kinloop.services.programs import LoadedProgram, version_program
 from kinloop.store.tables import entries, events, members, program_versions
@@ -73,6 +74,7 @@ def explain(conn: Connection, loaded: LoadedProgram, event_id: str) -> Explanati
                 "currency": currency.key if currency else None,
             }
         )
+    rules.extend(_checkin_line(program, row.outcome))
     if not rules:
         rules.append(
             {
@@ -114,3 +116,24 @@ def explain(conn: Connection, loaded: LoadedProgram, event_id: str) -> Explanati
         moves,
         row.outcome.get("tier"),
     )
+
+
+def _checkin_line(program: Program, outcome: dict[str, Any]) -> list[dict[str, Any]]:
+    """The daily check-in's decision (it is not a rule): its awards (ladder step, milestone,
+    first-day gift) or why it gave nothing (already checked in that day), from the stored outcome."""
+    checkin = outcome.get("checkin")
+    if not checkin:
+        return []
+    given = [(currency, amount) for key, currency, amount, *_ in outcome.get("awards", []) if key == "checkin"]
+    currencies = {c for c, _ in given}
+    return [
+        {
+            "rule": "checkin",
+            "name": "Daily check-in",
+            "status": checkin.get("status", ""),
+            "detail": checkin.get("text", ""),
+            "amount": sum(a for _, a in given),
+            "bonus": 0,
+            "currency": currencies.pop() if len(currencies) == 1 else None,
+        }
+    ]
