@@ -155,3 +155,26 @@ def test_history_speaks_the_programs_words(engine: Engine, coffee: LoadedProgram
     ]
     assert theirs[0].title == "Red envelope received"
     assert theirs[0].amount_text == "+10 Beans"
+
+
+EV = compile_program(parse_program((EXAMPLES / "ev_community.yaml").read_text(encoding="utf-8")))
+
+
+@pytest.mark.parametrize(("upcoming", "marked"), [(1, 1), (7, 7), (8, 1), (15, 1), (16, 2)])
+def test_the_check_in_ladder_marks_the_step_the_next_check_in_earns(upcoming: int, marked: int) -> None:
+    """The EV program's ladder of 7 steps cycles: day 8 earns what day 1 does."""
+    checkin = {
+        "streak": upcoming - 1,
+        "best": upcoming - 1,
+        "days": upcoming - 1,
+        "checked_in_today": False,
+        "next_reward": {"day": upcoming, "text": f"day {upcoming}: 5 points"},
+        "next_milestone": None,
+        "makeup_cards_left": 2,
+        "text": "",
+    }
+    view = MemberView("m", None, {}, {}, {}, None, [], {}, checkin=checkin)
+    panel = portal.checkin(EV, view)
+    assert panel is not None
+    assert [day for day, _, upcoming_step in panel.ladder if upcoming_step] == [marked]
+    assert [text for _, text, _ in panel.ladder][-1] == "10 Points"
