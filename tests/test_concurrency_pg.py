@@ -11,6 +11,7 @@ import json
 import multiprocessing
 import queue
 import random
+import re
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -19,18 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import Engine, func, select, text
 
 from kinloop.clock import utcnow
 from kinloop.domain.errors import InsufficientBalance
 from kinloop.importer import ingest_file
+from kinloop.program.loader import parse_program
 from kinloop.services import ingest as ingest_svc
 from kinloop.services import ledger, programs
 from kinloop.services import verify as verify_svc
 from kinloop.store import migrate
 from kinloop.store.db import connect
 from kinloop.store.tables import balances, entries, events, lot_movements, lots, members, metadata
-from tests.conftest import load_example
+from tests.conftest import EXAMPLES, load_example
 
 pytestmark = pytest.mark.postgres
 
@@ -260,14 +262,36 @@ def verify_ok(url: str) -> verify_svc.Report:
     return report
 
 
+# Coffee with its check-in as a rule capped per day, as the file had it before the daily
+# check-in feature. A rule's cap counts by the day an event happened in, whatever order events
+# arrive in, so concurrent writers must end where one writer does; the check-in feature keeps
+# a streak, and a check-in arriving after a later day's is late by design (order matters).
+RULE_CHECKIN = """
+  - key: daily_check_in
+    name: Daily check-in
+    event: check_in
+    currency: beans
+    amount: 1
+    limit: {per_day: 1}
+"""
+
+
+def load_coffee_with_capped_check_in(engine: Engine) -> None:
+    source = (EXAMPLES / "coffee.yaml").read_text(encoding="utf-8")
+    source = re.sub(r"\ncheckin:\n(  .*\n)+", "\n", source)
+    source = source.replace("\nladder:", RULE_CHECKIN + "\nladder:", 1)
+    with engine.begin() as conn:
+        programs.load(conn, parse_program(source), source, now=utcnow())
+
+
 def sequential_expectation(tmp_path: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """What one writer alone makes of these events, on a fresh SQLite database."""
     url = f"sqlite:///{tmp_path / 'expected.db'}"
     engine = connect(url)
     migrate.upgrade(engine)
-    loaded = load_example(engine, "coffee")
+    load_coffee_with_capped_check_in(engine)
     with engine.begin() as conn:
-        results = ingest_svc.ingest(conn, loaded, rows, now=utcnow())
+        results = ingest_svc.ingest(conn, programs.active(conn, "coffee"), rows, now=utcnow())
     engine.dispose()
     assert [r.status for r in results] == ["accepted"] * len(rows)
     return ledger_picture(url)
@@ -278,7 +302,7 @@ def sequential_expectation(tmp_path: Path, rows: list[dict[str, Any]]) -> dict[s
 
 def test_four_processes_ingesting_overlapping_files_count_each_event_once(pg_url: str, tmp_path: Path) -> None:
     engine = connect(pg_url)
-    load_example(engine, "coffee")
+    load_coffee_with_capped_check_in(engine)
     engine.dispose()
     shared, per_process = make_events()
     files = [write_jsonl(tmp_path / f"events-{p}.jsonl", rows) for p, rows in enumerate(per_process)]

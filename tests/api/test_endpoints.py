@@ -166,7 +166,17 @@ def test_a_member_has_balances_tier_progress_and_soon_expiring_points(api: Api) 
                 "reward": {"currency": "beans", "amount": 5, "text": "5 Beans"},
             }
         ],
-        "checkin": None,  # coffee has no daily check-in section
+        "checkin": {  # m1 has never checked in: day 1 of a streak is on offer today (Paris)
+            "streak": 0,
+            "best": 0,
+            "days": 0,
+            "checked_in_today": False,
+            "last_day": None,
+            "next_reward": {"day": 1, "on": "2026-03-01", "currency": "beans", "amount": 1, "text": "day 1: 1 Beans"},
+            "next_milestone": None,
+            "makeup_cards_left": 0,
+            "text": "no streak yet; not checked in today",
+        },
         "campaigns": {
             "active": [],  # NOW is a Sunday; the member day is on Wednesdays
             "next": {
@@ -568,13 +578,13 @@ def test_a_broken_program_file_is_refused_with_every_problem_at_its_path(api: Ap
     assert body["errors"][0]["path"] == ""
     assert body["errors"][0]["message"].startswith("not valid YAML: line 2")
 
-    bad_rule = COFFEE_SOURCE.replace("    currency: beans\n    amount: 1\n", "    currency: bolts\n    amount: 1\n")
+    bad_rule = COFFEE_SOURCE.replace("    currency: beans\n    rate:", "    currency: bolts\n    rate:")
     bad_rule = bad_rule.replace("timezone: Europe/Paris", "timezone: Europe/Atlantis")
     r = api.client.post("/v1/program/versions", json={"source": bad_rule}, headers=admin)
     body = assert_problem(r, 422, "program_invalid")
     paths = [e["path"] for e in body["errors"]]
     assert paths == sorted(set(paths), key=paths.index)  # each path once
-    assert set(paths) == {"timezone", "rules[2].currency"}
+    assert set(paths) == {"timezone", "rules[1].currency"}
     assert all(set(e) == {"path", "message"} and e["message"] for e in body["errors"])
 
     other = COFFEE_SOURCE.replace("key: coffee\n", "key: tea\n", 1)

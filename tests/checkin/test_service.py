@@ -15,7 +15,7 @@ from kinloop.services import member_view, members, programs
 from kinloop.services.ingest import ingest
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.tables import checkin_states, entries, events
-from tests.conftest import NOW
+from tests.conftest import NOW, load_example
 
 PROGRAM = """
 key: club
@@ -142,13 +142,14 @@ def test_plain_events_of_the_check_in_type_check_in_too(engine: Engine, club: Lo
     assert view.checkin["text"] == "no streak yet; not checked in today"
 
 
-def test_a_program_without_check_in_refuses_it(engine: Engine, coffee: LoadedProgram) -> None:
+def test_a_program_without_check_in_refuses_it(engine: Engine) -> None:
+    content = load_example(engine, "content_community")
     with engine.begin() as conn, pytest.raises(CheckinNotOffered):
-        checkin_svc.check_in(conn, coffee, "m1", at=NOW, now=NOW)
+        checkin_svc.check_in(conn, content, "m1", at=NOW, now=NOW)
     with engine.begin() as conn:
         assert conn.execute(select(func.count()).select_from(events)).scalar() == 0
-        members.set_profile(conn, coffee.program_id, "m1", {}, now=NOW)
-        view = member_view.show(conn, coffee, "m1", now=NOW)
+        members.set_profile(conn, content.program_id, "m1", {}, now=NOW)
+        view = member_view.show(conn, content, "m1", now=NOW)
     assert view.checkin is None
 
 

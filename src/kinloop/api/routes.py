@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from pydantic import AwareDatetime
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection
 
 from kinloop.api import metrics
 from kinloop.api.deps import Conn, ReadConn, member_visible, program_of, require, run
@@ -36,13 +36,10 @@ from kinloop.api.schemas import (
 )
 from kinloop.clock import utcnow
 from kinloop.domain.amounts import MAX_MINOR
-from kinloop.domain.errors import InvalidAmount, NotFound, ProgramInvalid
-from kinloop.program.loader import compile_program, parse_program
+from kinloop.domain.errors import InvalidAmount
 from kinloop.services import explain as explain_svc
 from kinloop.services import growth_badges, ingest, keys, ledger, member_view, members, programs
-from kinloop.services import tiers as tier_svc
 from kinloop.services.keys import Principal
-from kinloop.store.tables import program_versions
 
 router = APIRouter(prefix="/v1")
 Read = Annotated[Principal, Depends(require("read"))]
@@ -210,53 +207,22 @@ def state_of(conn: Connection) -> bytes:
 
 
 # --- program versions -----------------------------------------------------------------------
-def _versions(conn: Connection, program_id: int) -> list[dict[str, Any]]:
-    rows = conn.execute(
-        select(
-            program_versions.c.version,
-            program_versions.c.active,
-            program_versions.c.digest,
-            program_versions.c.created_at,
-            program_versions.c.source,
-        )
-        .where(program_versions.c.program_id == program_id)
-        .order_by(program_versions.c.version)
-    )
-    return [
-        {
-            "version": r.version,
-            "active": r.active,
-            "digest": r.digest,
-            "created_at": r.created_at.isoformat(),
-            "source": r.source,
-        }
-        for r in rows
-    ]
-
-
-def _version(conn: Connection, program_id: int, number: int) -> dict[str, Any]:
-    for v in _versions(conn, program_id):
-        if v["version"] == number:
-            return v
-    raise NotFound(f"no version {number} of this program", field="version")
-
-
 @router.get("/program/versions", response_model=list[VersionOut], summary="Versions of the key's program")
 def list_versions(who: Read, conn: ReadConn) -> Any:
-    return [{k: v for k, v in row.items() if k != "source"} for row in _versions(conn, who.program_id)]
+    return [v.as_json(source=False) for v in programs.versions(conn, who.program_id)]
 
 
 @router.get("/program/versions/{version}", response_model=VersionSource, summary="One version, with its file")
 def show_version(who: Read, conn: ReadConn, version: int) -> Any:
-    return _version(conn, who.program_id, version)
+    return programs.version(conn, who.program_id, version).as_json()
 
 
 @router.get("/program/versions/{a}/diff/{b}", response_model=DiffOut, summary="What changed between two versions")
 def diff_versions(who: Read, conn: ReadConn, a: int, b: int) -> Any:
-    old, new = _version(conn, who.program_id, a), _version(conn, who.program_id, b)
+    old, new = programs.version(conn, who.program_id, a), programs.version(conn, who.program_id, b)
     lines = difflib.unified_diff(
-        old["source"].splitlines(keepends=True),
-        new["source"].splitlines(keepends=True),
+        old.source.splitlines(keepends=True),
+        new.source.splitlines(keepends=True),
         fromfile=f"version {a}",
         tofile=f"version {b}",
     )
@@ -267,23 +233,16 @@ def diff_versions(who: Read, conn: ReadConn, a: int, b: int) -> Any:
 @router.post("/program/versions", response_model=VersionSource, status_code=201, summary="Upload a new version")
 def upload_version(who: Admin, conn: Conn, body: VersionIn) -> Any:
     """Validated first: a broken file is refused with every problem at its path."""
-    spec = parse_program(body.source)
-    compile_program(spec)
-    loaded = program_of(conn, who)
-    if spec.key != loaded.program.key:
-        raise ProgramInvalid([_issue("key", f"this key belongs to program {loaded.program.key!r}, not {spec.key!r}")])
-    before = loaded.program
-    now = utcnow()
-    result = programs.load(conn, spec, body.source, now=now, activate=body.activate)
-    if body.activate:
-        tier_svc.on_activation(conn, before, result.loaded, now=now, keep_until=body.keep_tiers_until)
-    return _version(conn, who.program_id, result.loaded.version)
-
-
-def _issue(path: str, message: str) -> Any:
-    from kinloop.domain.errors import Issue
-
-    return Issue(path, message)
+    result = programs.upload(
+        conn,
+        program_of(conn, who),
+        body.source,
+        now=utcnow(),
+        actor=who.name,
+        activate=body.activate,
+        keep_until=body.keep_tiers_until,
+    )
+    return programs.version(conn, who.program_id, result.loaded.version).as_json()
 
 
 @router.post("/program/versions/{version}/activate", response_model=VersionOut, summary="Make a version active")
@@ -295,16 +254,5 @@ def activate_version(
         AwareDatetime | None, Query(description="when the ladder changes: members keep their tier until then")
     ] = None,
 ) -> Any:
-    _version(conn, who.program_id, version)
-    before = program_of(conn, who).program
-    conn.execute(
-        update(program_versions)
-        .where(program_versions.c.program_id == who.program_id)
-        .values(active=program_versions.c.version == version)
-    )
-    now = utcnow()
-    tier_svc.on_activation(
-        conn, before, programs.active_by_id(conn, who.program_id), now=now, keep_until=keep_tiers_until
-    )
-    row = _version(conn, who.program_id, version)
-    return {k: v for k, v in row.items() if k != "source"}
+    programs.activate(conn, who.program_id, version, now=utcnow(), actor=who.name, keep_until=keep_tiers_until)
+    return programs.version(conn, who.program_id, version).as_json(source=False)

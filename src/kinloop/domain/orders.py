@@ -33,6 +33,11 @@ TRANSITIONS: dict[Action, tuple[frozenset[OrderStatus], OrderStatus]] = {
 GIVES_BACK_POINTS: frozenset[OrderStatus] = frozenset({"cancelled", "refunded"})
 
 
+def actions_from(status: str) -> tuple[Action, ...]:
+    """The actions an order in `status` may take, in the order of ACTIONS (none once final)."""
+    return tuple(a for a in ACTIONS if status in TRANSITIONS[a][0])
+
+
 def next_status(status: OrderStatus, action: Action, *, kind: str, shipping_reference: str | None) -> OrderStatus:
     """The state `action` leads to from `status`, or IllegalTransition (a 409) saying why not."""
     if action not in TRANSITIONS:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, select, update
+from sqlalchemy import Connection, Table, select
 
 from kinloop.domain import ledger as L
 from kinloop.domain.errors import InsufficientBalance, NotSpendable, Refused
@@ -20,10 +20,11 @@ from kinloop.domain.ledger import Clawback, Lot, plan_clawback, settle_debts
 from kinloop.domain.periods import expires_at as expiry_for
 from kinloop.domain.periods import pending_until
 from kinloop.domain.program import Currency, Pending
-from kinloop.store.bulk import insert_rows, select_in, upsert_rows
-from kinloop.store.db import reserve_ids
+from kinloop.store.bulk import Part, insert_rows, part_in, select_in, update_rows, upsert_rows
+from kinloop.store.db import reserve_ids, reserve_ids_sql, reserved_ids
 from kinloop.store.tables import balances, entries, lot_movements, lots
 
+_BALANCE_COLUMNS = ("member_pk", "currency", "available", "pending")
 # Ids per IN / ANY query: one query per batch of members in practice; SQLite >= 3.32 allows
 # 32,766 parameters, far above this.
 CHUNK = 5000
@@ -61,10 +62,25 @@ class _Ids:
     def reserve(self, n: int) -> None:
         """Make sure at least `n` ids are ready, in one round trip."""
         if len(self.pool) < n:
-            more = reserve_ids(self.conn, self.table, n - len(self.pool), above=self.top)
-            if more:
-                self.top = max(self.top, more[-1])
-                self.pool = list(reversed(more)) + self.pool
+            self.fill(reserve_ids(self.conn, self.table, n - len(self.pool), above=self.top))
+
+    def reserve_part(self, n: int) -> tuple[Part | None, int]:
+        """`reserve(n)` as a part of a joint read (None: enough are ready), and how many it asks;
+        hand its rows to `reserved`."""
+        want = n - len(self.pool)
+        if want <= 0:
+            return None, 0
+        column, rest, params = reserve_ids_sql(self.conn, self.table, want)
+        return Part((column,), rest, params), want
+
+    def reserved(self, rows: list[tuple[Any, ...]], want: int) -> None:
+        if want:
+            self.fill(reserved_ids(self.conn, rows[0][0], want, above=self.top))
+
+    def fill(self, more: list[int]) -> None:
+        if more:
+            self.top = max(self.top, more[-1])
+            self.pool = list(reversed(more)) + self.pool
 
 
 @dataclass(slots=True)
@@ -128,12 +144,23 @@ class Book:
         """Read the balances of these members in bulk."""
         todo = sorted(set(member_pks) - self._loaded_balances)
         for part in chunks(todo):
-            rows = select_in(self.conn, balances, ("member_pk", "currency", "available", "pending"), "member_pk", part)
-            for pk, cur, avail, pend in rows:
-                b = self.balances[(pk, cur)] = Balance(avail, pend)
-                self._by_member.setdefault(pk, {})[cur] = b
-                self._existing_balances.add((pk, cur))
-        self._loaded_balances.update(todo)
+            rows = select_in(self.conn, balances, _BALANCE_COLUMNS, "member_pk", part)
+            self.use_balances(part, rows)
+
+    def balances_part(self, member_pks: list[int]) -> Part | None:
+        """`load_balances` as a part of a joint read (at most `CHUNK` members); hand its rows to
+        `use_balances`."""
+        return part_in(self.conn, balances, _BALANCE_COLUMNS, "member_pk", member_pks)
+
+    def use_balances(self, member_pks: Iterable[int], rows: Iterable[tuple[Any, ...]]) -> None:
+        """Take these members' balances from their rows (member_pk, currency, available, pending)."""
+        for pk, cur, avail, pend in rows:
+            if pk in self._loaded_balances:
+                continue
+            b = self.balances[(pk, cur)] = Balance(avail, pend)
+            self._by_member.setdefault(pk, {})[cur] = b
+            self._existing_balances.add((pk, cur))
+        self._loaded_balances.update(member_pks)
 
     def balance(self, member_pk: int, currency: str) -> Balance:
         if member_pk not in self._loaded_balances:
@@ -569,17 +596,14 @@ class Book:
         if self.movements:
             insert_rows(conn, lot_movements, self.movements)
         if self._dirty_lots:
-            stmt = (
-                update(lots)
-                .where(lots.c.id == bindparam("lot_id"))
-                .values(remaining=bindparam("new_remaining"), status=bindparam("new_status"))
-            )
-            conn.execute(
-                stmt,
+            update_rows(
+                conn,
+                lots,
                 [
-                    {"lot_id": lot.id, "new_remaining": lot.remaining, "new_status": lot.status}
-                    for lot in self._dirty_lots.values()
+                    {"id": lot.id, "remaining": lot.remaining, "status": lot.status}
+                    for lot in sorted(self._dirty_lots.values(), key=lambda lot: lot.id)
                 ],
+                "id",
             )
         if self._touched:
             upsert_rows(

@@ -144,12 +144,25 @@ def view(
     """The member view's `campaigns` key: the campaigns running now for this member, and the next one."""
     if not program.campaigns:
         return None
+    used = spent(conn, program_id) if program.budget_keys else {}
+    return view_of(program, row, now, available, used)
+
+
+def view_of(
+    program: Program,
+    row: member_svc.MemberRow,
+    now: datetime,
+    available: Mapping[str, int],
+    used: Mapping[str, int],
+) -> dict[str, Any] | None:
+    """`view` from what the program's budgets have given so far (`spent`)."""
+    if not program.campaigns:
+        return None
     ctx = None
     if any(c.condition is not None for c in program.campaigns):
         state = MemberState(row.member_id, row.tier, row.profile, available)
         ctx = cel.Context(member_context(program, state))
     mine = [c for c in program.campaigns if targets(c, row.tier, ctx)]
-    used = spent(conn, program_id) if program.budget_keys else {}
     active = [_campaign_json(program, c, now, used) for c in mine if is_active(c, now, program.timezone)]
     starts = [(s, c) for c in mine if (s := next_start(c, now, program.timezone)) is not None]
     following = min(starts, key=lambda p: (p[0], p[1].key), default=None)

@@ -24,10 +24,10 @@ from kinloop.domain.rules import MemberState
 from kinloop.services import members as member_svc
 from kinloop.services.book import chunks
 from kinloop.services.programs import LoadedProgram
-from kinloop.store.bulk import select_in, upsert_rows
+from kinloop.store.bulk import Part, part_in, select_in, upsert_rows
 from kinloop.store.tables import checkin_states
 
-_COLUMNS = ("member_pk", "streak", "last_day", "days", "best", "cards_month", "cards_used", "milestones")
+COLUMNS = _COLUMNS = ("member_pk", "streak", "last_day", "days", "best", "cards_month", "cards_used", "milestones")
 
 
 def _state(row: tuple[Any, ...]) -> CheckinState:
@@ -38,11 +38,22 @@ def _state(row: tuple[Any, ...]) -> CheckinState:
 
 def load(conn: Connection, states: Mapping[int, MemberState]) -> None:
     """Give each member state its check-in record (members who never checked in get an empty one)."""
-    for state in states.values():
-        state.checkin = NO_CHECKINS
     for part in chunks(sorted(states)):
-        for row in select_in(conn, checkin_states, _COLUMNS, "member_pk", part):
-            states[row[0]].checkin = _state(row)
+        use(states, select_in(conn, checkin_states, _COLUMNS, "member_pk", part))
+
+
+def load_part(conn: Connection, pks: list[int]) -> Part | None:
+    """`load` as a part of a joint read (at most `CHUNK` members); its rows go to `use`."""
+    return part_in(conn, checkin_states, _COLUMNS, "member_pk", pks)
+
+
+def use(states: Mapping[int, MemberState], rows: Iterable[tuple[Any, ...]]) -> None:
+    """Give each member state its check-in record from these rows (no row: an empty record)."""
+    for state in states.values():
+        if state.checkin is None:
+            state.checkin = NO_CHECKINS
+    for row in rows:
+        states[row[0]].checkin = _state(row)
 
 
 def load_one(conn: Connection, member_pk: int) -> CheckinState:
@@ -119,10 +130,21 @@ def check_in(
 
 def view(conn: Connection, program: Program, row: member_svc.MemberRow, now: datetime) -> dict[str, Any] | None:
     """The member view's `checkin` key: streak, today, next reward and milestone, cards left."""
+    if program.checkin is None:
+        return None
+    return view_of(program, row, now, load_one(conn, row.pk))
+
+
+def state_of(row: tuple[Any, ...] | None) -> CheckinState:
+    """A check-in record from its row (in `COLUMNS` order; None: never checked in)."""
+    return NO_CHECKINS if row is None else _state(row)
+
+
+def view_of(program: Program, row: member_svc.MemberRow, now: datetime, state: CheckinState) -> dict[str, Any] | None:
+    """`view` from the member's check-in record."""
     config = program.checkin
     if config is None:
         return None
-    state = load_one(conn, row.pk)
     today = local_day(now, member_zone(program, row.profile))
     streak = current_streak(state, today)
     checked_today = state.last_day == today

@@ -8,7 +8,7 @@ The decisions are the domain's (`domain/badges.py`, `domain/tasks.py`, `domain/c
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -22,11 +22,11 @@ from kinloop.domain.counters import CounterNeeds, Tallies, Tally, count, member_
 from kinloop.domain.events import Event
 from kinloop.domain.periods import local_day
 from kinloop.domain.program import Program, Reward
-from kinloop.domain.rules import Award, AwardKind, Evaluation, MemberState, cel_context
+from kinloop.domain.rules import Activity, Award, AwardKind, Evaluation, MemberState, cel_context
 from kinloop.services.book import Book, chunks
 from kinloop.services.members import json_amount, load_activity
 from kinloop.services.programs import LoadedProgram
-from kinloop.store.bulk import insert_rows, select_in, upsert_rows
+from kinloop.store.bulk import Part, insert_rows, part_in, read_parts, select_in, upsert_rows
 from kinloop.store.tables import member_badges, member_counters, members, task_progress
 
 
@@ -175,38 +175,54 @@ def start(conn: Connection, program: Program, pks: Iterable[int], days: Iterable
         return None
     members_ = sorted(set(pks))
     days = sorted(set(days))
+    found: tuple[list[tuple[Any, ...]], ...] = ([], [], [])
+    for part in chunks(members_):
+        for got, more in zip(found, read_parts(conn, start_parts(conn, program, part, days)), strict=True):
+            got += more
+    return start_from(program, *found)
+
+
+def start_parts(conn: Connection, program: Program, pks: list[int], days: Iterable[date]) -> list[Part | None]:
+    """The reads of `start` (at most `CHUNK` members): counters, badges held, task progress;
+    their rows go to `start_from`."""
+    if not program.badges and not program.tasks:
+        return [None, None, None]
+    days = sorted(set(days))
+    counters = held = progress = None
+    needs = program.counters
+    if needs is not None:
+        wanted = sorted({key for t in needs.stored() for d in days for _, key in period_keys(needs, t, d)})
+        columns = ("member_pk", "period", "event_type", "count", "totals")
+        counters = part_in(conn, member_counters, columns, "member_pk", pks, also=("period", wanted))
+        held = part_in(conn, member_badges, ("member_pk", "badge", "level"), "member_pk", pks)
+    if program.tasks:
+        periods = sorted({t.period(d) for t in program.tasks if t.event_type for d in days})
+        # completed_at: only tested for NULL
+        columns = ("member_pk", "task", "period", "count", "completed_at")
+        progress = part_in(conn, task_progress, columns, "member_pk", pks, also=("period", periods))
+    return [counters, held, progress]
+
+
+def start_from(
+    program: Program,
+    counter_rows: Iterable[tuple[Any, ...]],
+    badge_rows: Iterable[tuple[Any, ...]],
+    progress_rows: Iterable[tuple[Any, ...]],
+) -> GrowthBatch | None:
+    """`start` from the rows of `start_parts`."""
+    if not program.badges and not program.tasks:
+        return None
     batch = GrowthBatch(program, {}, {}, {})
     batch.by_type = B.by_event_type(program.badges, list(program.event_types))
     for task in program.tasks:
         if task.event_type is not None:
             batch.tasks_by_type.setdefault(task.event_type, []).append(task)
-    needs = program.counters
-    if needs is not None:
-        wanted = sorted({key for t in needs.stored() for d in days for _, key in period_keys(needs, t, d)})
-        for part in chunks(members_):
-            for pk, key, event_type, n, totals in select_in(
-                conn,
-                member_counters,
-                ("member_pk", "period", "event_type", "count", "totals"),
-                "member_pk",
-                part,
-                also=("period", wanted),
-            ):
-                batch.tallies.setdefault(pk, {})[(event_type, key)] = _tally(n, totals)
-            for pk, badge, level in select_in(conn, member_badges, ("member_pk", "badge", "level"), "member_pk", part):
-                batch.held.setdefault(pk, {}).setdefault(badge, set()).add(level)
-    if program.tasks:
-        periods = sorted({t.period(d) for t in program.tasks if t.event_type for d in days})
-        for part in chunks(members_):
-            for pk, task, key, n, completed_at in select_in(
-                conn,
-                task_progress,
-                ("member_pk", "task", "period", "count", "completed_at"),  # completed_at: NULL or not
-                "member_pk",
-                part,
-                also=("period", periods),
-            ):
-                batch.progress.setdefault(pk, {})[(task, key)] = T.Progress(n, completed_at is not None)
+    for pk, key, event_type, n, totals in counter_rows:
+        batch.tallies.setdefault(pk, {})[(event_type, key)] = _tally(n, totals)
+    for pk, badge, level in badge_rows:
+        batch.held.setdefault(pk, {}).setdefault(badge, set()).add(level)
+    for pk, task, key, n, completed_at in progress_rows:
+        batch.progress.setdefault(pk, {})[(task, key)] = T.Progress(n, completed_at is not None)
     return batch
 
 
@@ -303,28 +319,48 @@ def showcase(conn: Connection, program: Program, member_pk: int, *, now: datetim
     level's progress where its criterion is a simple threshold."""
     if not program.badges or program.counters is None:
         return []
-    day = local_day(now, program.timezone)
-    held: dict[str, dict[str, datetime]] = {}
-    for badge, level, at in conn.execute(
+    held = conn.execute(
         select(member_badges.c.badge, member_badges.c.level, member_badges.c.awarded_at).where(
             member_badges.c.member_pk == member_pk
         )
-    ):
-        held.setdefault(badge, {})[level] = at
+    ).all()
+    counters = select_in(
+        conn,
+        member_counters,
+        ("period", "event_type", "count", "totals"),
+        "member_pk",
+        [member_pk],
+        also=("period", showcase_periods(program, now)),
+    )
+    return showcase_of(program, now, held, counters, load_activity(conn, member_pk))
+
+
+def showcase_periods(program: Program, now: datetime) -> list[str]:
+    """The counter periods `showcase` reads."""
     needs = program.counters
-    wanted = sorted({key for t in needs.stored() for _, key in period_keys(needs, t, day)})
-    tallies: Tallies = {
-        (event_type, key): _tally(n, totals)
-        for key, event_type, n, totals in select_in(
-            conn,
-            member_counters,
-            ("period", "event_type", "count", "totals"),
-            "member_pk",
-            [member_pk],
-            also=("period", wanted),
-        )
-    }
-    member = member_context(needs, tallies, load_activity(conn, member_pk), day)
+    if needs is None:
+        return []
+    day = local_day(now, program.timezone)
+    return sorted({key for t in needs.stored() for _, key in period_keys(needs, t, day)})
+
+
+def showcase_of(
+    program: Program,
+    now: datetime,
+    held_rows: Iterable[Sequence[Any]],
+    counter_rows: Iterable[Sequence[Any]],
+    activity: Mapping[str, Activity],
+) -> list[dict[str, Any]]:
+    """`showcase` from what it reads: (badge, level, awarded_at) rows, (period, event_type,
+    count, totals) rows in `showcase_periods`, and the member's activity."""
+    if not program.badges or program.counters is None:
+        return []
+    day = local_day(now, program.timezone)
+    held: dict[str, dict[str, datetime]] = {}
+    for badge, level, at in held_rows:
+        held.setdefault(badge, {})[level] = at
+    tallies: Tallies = {(event_type, key): _tally(n, totals) for key, event_type, n, totals in counter_rows}
+    member = member_context(program.counters, tallies, activity, day)
     return [_showcase_json(program, B.showcase(b, held.get(b.key, {}), member)) for b in program.badges]
 
 
@@ -367,18 +403,34 @@ def task_board(
     """Every task with the member's progress in the current period, in words."""
     if not program.tasks:
         return []
-    day = local_day(now, program.timezone)
-    periods = {t.key: t.period(day) for t in program.tasks}
-    found: dict[tuple[str, str], tuple[int, bool]] = {}
     # `completed_at` is only tested for NULL here, so its raw driver value will do.
-    for task, key, n, completed_at in select_in(
+    rows = select_in(
         conn,
         task_progress,
         ("task", "period", "count", "completed_at"),
         "member_pk",
         [member_pk],
-        also=("period", sorted(set(periods.values()))),
-    ):
+        also=("period", task_periods(program, now)),
+    )
+    return task_board_of(program, profile, now, rows)
+
+
+def task_periods(program: Program, now: datetime) -> list[str]:
+    """The task periods `task_board` reads: each task's current one."""
+    day = local_day(now, program.timezone)
+    return sorted({t.period(day) for t in program.tasks})
+
+
+def task_board_of(
+    program: Program, profile: Mapping[str, Any], now: datetime, rows: Iterable[Sequence[Any]]
+) -> list[dict[str, Any]]:
+    """`task_board` from the member's (task, period, count, completed_at) rows in `task_periods`."""
+    if not program.tasks:
+        return []
+    day = local_day(now, program.timezone)
+    periods = {t.key: t.period(day) for t in program.tasks}
+    found: dict[tuple[str, str], tuple[int, bool]] = {}
+    for task, key, n, completed_at in rows:
         found[(task, key)] = (n, completed_at is not None)
     out = []
     for task in program.tasks:

@@ -8,6 +8,7 @@ a capture racing the expiry job, see each other's result and never move the poin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -213,7 +214,11 @@ _ACTIVE_HOLDS = (
 
 def held_of(conn: Connection, program: Program, member_pk: int, now: datetime) -> dict[str, Any]:
     """The member view's `holds` part: points held per currency, with the active holds."""
-    rows = conn.execute(_ACTIVE_HOLDS, {"member_pk": member_pk}).all()
+    return holds_json(program, conn.execute(_ACTIVE_HOLDS, {"member_pk": member_pk}).all(), now)
+
+
+def holds_json(program: Program, rows: Sequence[Sequence[Any]], now: datetime) -> dict[str, Any]:
+    """`held_of` from the member's active holds: (id, currency, amount, expires_at, reference) by id."""
     totals: dict[str, int] = {}
     active = []
     for hold_id, cur, amount, expires_at, reference in rows:

@@ -30,11 +30,11 @@ from kinloop.services import growth_badges, outbox
 from kinloop.services import leaderboards as leaderboard_svc
 from kinloop.services import members as member_svc
 from kinloop.services import tiers as tier_svc
-from kinloop.services.book import Book, chunks
+from kinloop.services.book import Book, _Ids, chunks
 from kinloop.services.programs import LoadedProgram
-from kinloop.store.bulk import insert_rows, select_in
+from kinloop.store.bulk import Reads, deferred, flush_deferred, insert_rows, part_in, select_in, update_rows
 from kinloop.store.db import is_sqlite
-from kinloop.store.tables import entries, events, tier_changes
+from kinloop.store.tables import entries, events, members, tier_changes
 
 
 @dataclass(slots=True)
@@ -174,27 +174,86 @@ def _book_events(
     now: datetime,
 ) -> None:
     program = loaded.program
-    # Events are never deleted, so one found now is a duplicate for good; it needs no member.
-    existing = _existing(conn, loaded.program_id, sorted({e.event_id for _, e in parsed}))
-    fresh = [e for _, e in parsed if e.event_id not in existing]
-    rows = member_svc.ensure(conn, loaded.program_id, (e.member_id for e in fresh), now)
-    # Checked again once the member locks are held: a concurrent copy of an event waits for
-    # the lock and then finds the first one here. On SQLite the first check already ran under
-    # the database's single write lock (BEGIN IMMEDIATE), so nothing can have changed.
-    if fresh and not is_sqlite(conn):
-        existing.update(_existing(conn, loaded.program_id, sorted({e.event_id for e in fresh})))
+    pg = not is_sqlite(conn)
+    everything = [e for _, e in parsed]
+    rows: dict[str, member_svc.MemberRow] = {}
+    existing: dict[str, dict[str, Any]] = {}
+    locked = False
+    if pg:
+        # Usually every member exists: one statement finds and locks them all, and the events
+        # are checked for duplicates only afterwards (below), in the joint read.
+        rows, locked = member_svc.lock_found(conn, loaded.program_id, sorted({e.member_id for e in everything}))
+    if not locked:
+        # Events are never deleted, so one found now is a duplicate for good; it needs no member.
+        existing = _existing(conn, loaded.program_id, sorted({e.event_id for e in everything}))
+        needed = sorted({e.member_id for e in everything if e.event_id not in existing})
+        if pg:  # `rows`: those found (none locked), some of which may be only duplicates' members
+            rows = member_svc.create_missing(
+                conn, loaded.program_id, needed, {m: rows[m] for m in needed if m in rows}, now
+            )
+        else:
+            rows = member_svc.ensure(conn, loaded.program_id, needed, now)
+    # What the batch needs of its members, in one statement per `CHUNK` members. On PostgreSQL it
+    # checks the events again, now that the member locks are held: a concurrent copy of an event
+    # waits for the lock and then finds the first one here. On SQLite the first check already
+    # ran under the database's single write lock (BEGIN IMMEDIATE), so nothing can have changed.
     book = Book(conn, loaded.program_id, loaded.version_id, now)
-    states = member_svc.load_states(conn, program, rows.values(), book, _period_keys(program, [e for _, e in parsed]))
+    tier_svc.track(book, program)
+    event_ids = _Ids(conn, events)
     checkin = program.checkin
-    checkins = checkin is not None and any(e.type == checkin.event_type for e in fresh)
+    checkins = checkin is not None and any(e.type == checkin.event_type for e in everything)
+    days = growth_badges.events_days(program, everything)
+    periods = _period_keys(program, everything)
+    pks = sorted(r.pk for r in rows.values())
+    loaded_rows: list[list[Any]] = [[] for _ in range(10)]
+    subscribers: outbox.Subscribers | None = None
+    for i, part in enumerate(chunks(pks) if pks else [[]]):
+        reads = Reads(conn)
+        ask = [
+            reads.add(book.balances_part(part)),
+            *(reads.add(p) for p in member_svc.state_parts(conn, program, part, periods)),
+            reads.add(checkin_svc.load_part(conn, part) if checkins else None),
+            *(reads.add(p) for p in tier_svc.Realtime.parts(conn, program, part)),
+            *(reads.add(p) for p in growth_badges.start_parts(conn, program, part, days)),
+        ]
+        if i == 0:
+            recheck = None
+            if pg and everything:
+                ids = sorted({e.event_id for e in everything if e.event_id not in existing})
+                recheck = part_in(
+                    conn, events, ("event_id", "outcome"), "event_id", ids, also=("program_id", [loaded.program_id])
+                )
+            at_recheck = reads.add(recheck)
+            at_subs = reads.add(outbox.subscribers_part(conn, loaded.program_id))
+            fresh_n = len(everything)
+            ids_part, ids_want = event_ids.reserve_part(fresh_n)
+            at_ids = reads.add(ids_part)
+            entries_part, entries_want = book.entry_ids.reserve_part(2 * fresh_n)
+            at_entries = reads.add(entries_part)
+        reads.run()
+        book.use_balances(part, reads[ask[0]])
+        for got, at in zip(loaded_rows, ask[1:], strict=True):
+            got += reads[at]
+        if i == 0:
+            existing.update(reads[at_recheck])
+            subscribers = outbox.subscribers_from(reads[at_subs])
+            event_ids.reserved(reads[at_ids], ids_want)
+            book.entry_ids.reserved(reads[at_entries], entries_want)
+    activity_rows, usage_rows, first_rows, checkin_rows, status_rows, day_rows, anniversary_rows, *growth_rows = (
+        loaded_rows
+    )
+    states = member_svc.states_from(program, rows.values(), book, activity_rows, usage_rows, first_rows)
     if checkins:
-        checkin_svc.load(conn, states)
+        checkin_svc.use(states, checkin_rows)
     checked_in: set[int] = set()
+    fresh = [e for e in everything if e.event_id not in existing]
     # Budgets are locked after the members, in key order; None when the program has none.
     budgets = campaign_svc.reserve(conn, loaded.program_id, program) if fresh else None
     budgets_before = dict(budgets) if budgets is not None else {}
-    tier_svc.track(book, program)
-    realtime = tier_svc.Realtime.start(conn, loaded, book, rows.values(), [e for _, e in parsed], now)
+    realtime = tier_svc.Realtime.start_from(
+        conn, loaded, book, rows.values(), everything, now, status_rows, day_rows, anniversary_rows
+    )
+    growth = growth_badges.start_from(program, *growth_rows)
     # The first submitted copy of an event id is the event; later copies are duplicates of it,
     # whatever time they claim.
     firsts: dict[str, int] = {}
@@ -216,14 +275,7 @@ def _book_events(
     tier_updates: dict[int, str | None] = {}
     releases = _release_points(program)
     bonus_moves: list[tuple[int, Evaluation, int]] = []
-    from kinloop.services.book import _Ids
-    from kinloop.store.tables import events as events_table
-
-    event_ids = _Ids(conn, events_table)
-    event_ids.reserve(sum(1 for _, e in parsed if e.event_id not in existing))
-    book.entry_ids.reserve(2 * len(parsed))
     tz = program.timezone
-    growth = growth_badges.start(conn, program, states, growth_badges.events_days(program, (e for _, e in parsed)))
     scores = leaderboard_svc.Scores.of(program, loaded.program_id)
     for index, ev in parsed:
         prior = existing.get(ev.event_id) or seen.get(ev.event_id)
@@ -322,38 +374,42 @@ def _book_events(
         results[index] = IngestResult(index, ev.event_id, "accepted", outcome)
     for index, ev in repeats:
         results[index] = IngestResult(index, ev.event_id, "duplicate", existing.get(ev.event_id) or seen[ev.event_id])
-    if event_rows:
+    # The writes, in foreign-key order; on PostgreSQL sent together as one statement.
+    with deferred(conn):
         insert_rows(conn, events, event_rows)
-    for pk, evaluation, ev_pk in bonus_moves:
-        _move_bonuses(conn, book, program, pk, evaluation, ev_pk, now, scores, rows[evaluation.event.member_id])
-    book.flush()
-    member_svc.save_states(conn, states, activity_keys, usage_keys, first_keys)
-    if growth is not None:
-        growth.save(conn)
-    if checked_in:
-        checkin_svc.save(conn, states, checked_in)
-    if budgets is not None:
-        campaign_svc.settle(conn, loaded.program_id, program, budgets_before, budgets)
-    if realtime is not None:
-        realtime.save()
-    if scores is not None:
-        scores.flush(conn)
-    if tier_rows:
-        conn.execute(tier_changes.insert(), tier_rows)
-        from sqlalchemy import bindparam, update
-
-        from kinloop.store.tables import members
-
-        conn.execute(
-            update(members).where(members.c.id == bindparam("pk")).values(tier=bindparam("new_tier")),
-            [{"pk": pk, "new_tier": t} for pk, t in tier_updates.items()],
-        )
-    if event_rows:
-        outbox.events_booked(conn, loaded.program_id, program, event_rows, tier_rows, rows.values(), now=now)
-        if growth is not None and growth.badge_rows:
-            outbox.badges_awarded(
-                conn, loaded.program_id, program, growth.badge_rows, event_rows, rows.values(), now=now
+        if bonus_moves:
+            flush_deferred(conn)  # what follows reads the events
+            for pk, evaluation, ev_pk in bonus_moves:
+                _move_bonuses(conn, book, program, pk, evaluation, ev_pk, now, scores, rows[evaluation.event.member_id])
+        book.flush()
+        member_svc.save_states(conn, states, activity_keys, usage_keys, first_keys)
+        if growth is not None:
+            growth.save(conn)
+        if checked_in:
+            checkin_svc.save(conn, states, checked_in)
+        if budgets is not None:
+            campaign_svc.settle(conn, loaded.program_id, program, budgets_before, budgets)
+        if realtime is not None:
+            realtime.save()
+        if scores is not None:
+            scores.flush(conn)
+        insert_rows(conn, tier_changes, tier_rows)
+        update_rows(conn, members, [{"id": pk, "tier": t} for pk, t in sorted(tier_updates.items())], "id")
+        if event_rows:
+            outbox.events_booked(
+                conn, loaded.program_id, program, event_rows, tier_rows, rows.values(), now=now, subscribers=subscribers
             )
+            if growth is not None and growth.badge_rows:
+                outbox.badges_awarded(
+                    conn,
+                    loaded.program_id,
+                    program,
+                    growth.badge_rows,
+                    event_rows,
+                    rows.values(),
+                    now=now,
+                    subscribers=subscribers,
+                )
 
 
 def _checkin_outcome(program: Program, result: CheckinResult) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from typing import Any
 import yaml
 from sqlalchemy import Connection, Row, func, select, update
 
-from kinloop.domain.errors import InvalidInput, InvalidReward, UnknownReward
+from kinloop.domain.amounts import from_minor
+from kinloop.domain.errors import InvalidInput, InvalidReward, Issue, UnknownReward
 from kinloop.domain.program import Program
 from kinloop.domain.rewards import Limit, Promo, Reward, may_redeem, parse_reward, price_at, tier_names
 from kinloop.services.members import json_amount
@@ -133,6 +134,73 @@ def put(
         sold = conn.execute(select(rewards.c.sold).where(rewards.c.id == existing.id)).scalar_one()
         raise InvalidReward(f"stock {reward.stock} is below the {sold} already sold", field="stock")
     return find(conn, pid, key), False
+
+
+def fields_of(reward: Reward, program: Program) -> dict[str, Any]:
+    """A reward as the plain fields `put` takes: amounts in the currency's units, times in ISO 8601."""
+    currency = program.currencies.get(reward.currency)
+    decimals = currency.decimals if currency else 0
+    return {
+        "name": reward.name,
+        "kind": reward.kind,
+        "supplier": reward.supplier,
+        "currency": reward.currency,
+        "price": from_minor(reward.price, decimals),
+        "cash": str(reward.cash) if reward.cash is not None else None,
+        "cash_currency": reward.cash_currency,
+        "stock": reward.stock,
+        "limit": {"count": reward.limit.count, "period": reward.limit.period} if reward.limit else None,
+        "tiers": list(reward.tiers),
+        "promos": [
+            {
+                "starts_at": p.starts_at.isoformat(),
+                "ends_at": p.ends_at.isoformat(),
+                "price": from_minor(p.price, decimals),
+            }
+            for p in reward.promos
+        ],
+        "category": reward.category,
+        "image_url": reward.image_url,
+        "description": reward.description,
+        "active": reward.active,
+        "hidden": reward.hidden,
+        "uses_codes": reward.uses_codes,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Revision:
+    """A change asked for an existing reward: the fields to `put`, every problem with them, and
+    what would change (field -> [before, after], as JSON for the audit log)."""
+
+    fields: dict[str, Any]
+    issues: list[Issue]
+    changed: dict[str, list[Any]]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def revise(stored: StoredReward, program: Program, changes: Mapping[str, Any]) -> Revision:
+    """Check a change of some fields of a reward (the others kept), reporting every problem at once."""
+    before = fields_of(stored.reward, program)
+    after = {**before, **changes}
+    reward, issues = parse_reward(stored.reward.key, after, program)
+    changed = {}
+    if reward is not None:
+        # Compared once parsed, so `120` and `120.0`, or one instant in two offsets, are no change.
+        now_fields = fields_of(reward, program)
+        changed = {
+            k: [_plain(before[k]), _plain(now_fields[k])] for k in before if _plain(before[k]) != _plain(now_fields[k])
+        }
+    return Revision(after, issues, changed)
 
 
 def load_seed(conn: Connection, loaded: LoadedProgram, text: str, *, now: datetime, source: str) -> dict[str, str]:

@@ -6,24 +6,38 @@ the growth system and the mall contributes its key here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, Table, bindparam, select
 
-from kinloop.domain.errors import InvalidInput
+from kinloop.domain.errors import InvalidInput, UnknownMember
 from kinloop.domain.program import Program
+from kinloop.domain.rules import Activity
 from kinloop.services import campaigns as campaign_svc
 from kinloop.services import checkin as checkin_svc
 from kinloop.services import growth_badges, members, privileges
 from kinloop.services import tiers as tier_svc
-from kinloop.services.holds import held_of
+from kinloop.services.holds import holds_json
 from kinloop.services.members import json_amount
 from kinloop.services.programs import LoadedProgram
-from kinloop.store.bulk import select_in
-from kinloop.store.tables import balances, lots
+from kinloop.store.bulk import Part, kinds_of, read_parts, sqlite_datetime
+from kinloop.store.tables import (
+    activity,
+    balances,
+    checkin_states,
+    holds,
+    lots,
+    member_badges,
+    member_counters,
+    privilege_uses,
+    task_progress,
+    tier_qualification,
+    tier_status,
+)
+from kinloop.store.tables import members as members_table
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +85,15 @@ def show(
 ) -> MemberView:
     """Balances, tier, progress to the next tier and soon-expiring amounts of one member."""
     program = loaded.program
-    row = members.get(conn, loaded.program_id, member_id)
+    reads = _Reads(conn, loaded.program_id, member_id)
+    reads.add_parts(program, now, now + timedelta(days=expiring_days))
+    got = reads.run()
+    if not got["member"]:
+        raise UnknownMember(f"no member {member_id!r} in this program", field="member_id")
+    pk, _, tier_key, profile, created_at = got["member"][0]
+    row = members.MemberRow(pk, member_id, tier_key, profile or {})
     amounts = dict.fromkeys(program.currencies, (0, 0))
-    for cur, avail, pend in select_in(conn, balances, ("currency", "available", "pending"), "member_pk", [row.pk]):
+    for cur, avail, pend in got["balances"]:
         amounts[cur] = (avail, pend)
     bal_json = {}
     pend_json = {}
@@ -83,9 +103,9 @@ def show(
         bal_json[key] = json_amount(avail, currency.decimals)
         pend_json[key] = json_amount(pend, currency.decimals)
         display[key] = currency.display(avail) + (f" (+{currency.display(pend)} pending)" if pend else "")
-    tier, next_tier, tier_status = tier_svc.view(conn, loaded, row, now)
-    expiring = _expiring(conn, program, row.pk, now + timedelta(days=expiring_days))
+    tier, next_tier, tier_status = _tier_view(loaded, row, now, got, created_at)
     available = {key: avail for key, (avail, _) in amounts.items()}
+    checkin = got["checkin"]
     return MemberView(
         row.member_id,
         tier,
@@ -93,18 +113,140 @@ def show(
         pend_json,
         display,
         next_tier,
-        expiring,
+        _expiring_of(program, got["expiring"]),
         row.profile,
-        badges=growth_badges.showcase(conn, program, row.pk, now=now),
-        tasks=growth_badges.task_board(conn, program, row.pk, row.profile, now=now),
-        privileges=privileges.held(conn, program, row, now=now) if program.privileges else [],
+        badges=growth_badges.showcase_of(
+            program,
+            now,
+            got["badges"],
+            got["counters"],
+            {t: Activity(n, date.fromordinal(d) if d else None, k) for t, n, d, k in got["activity"]},
+        ),
+        tasks=growth_badges.task_board_of(program, row.profile, now, got["tasks"]),
+        privileges=privileges.held_of(program, row, now, got["uses"]) if program.privileges else [],
         tier_status=tier_status,
-        checkin=checkin_svc.view(conn, program, row, now) if program.checkin else None,
-        campaigns=campaign_svc.view(conn, loaded.program_id, program, row, now, available)
+        checkin=checkin_svc.view_of(program, row, now, checkin_svc.state_of(checkin[0] if checkin else None))
+        if program.checkin
+        else None,
+        campaigns=campaign_svc.view_of(program, row, now, available, dict(got["budgets"]))
         if program.campaigns
         else None,
-        holds=held_of(conn, program, row.pk, now),
+        holds=holds_json(program, sorted(got["holds"]), now),
     )
+
+
+def _tier_view(
+    loaded: LoadedProgram, row: members.MemberRow, now: datetime, got: dict[str, list[Any]], created_at: datetime
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None]:
+    program = loaded.program
+    ladder = program.ladder
+    if ladder is None:
+        return None, None, None
+    status = got["status"]
+    standing = tier_svc.standing_of(status[0] if status else None, row.tier)
+    if ladder.window.kind == "lifetime":
+        total = got["days"][0][0] if got["days"] else None
+        days = None if total is None else {0: int(total)}
+    else:
+        days = dict(got["days"]) or None
+    anniversary = (
+        tier_svc.anniversary_of(row.profile, created_at, program) if ladder.window.kind == "anniversary_year" else None
+    )
+    return tier_svc.view_of(loaded, row, now, standing, days, anniversary)
+
+
+class _Reads:
+    """The reads of the member view, as parts of ONE statement (`read_parts`): each finds the
+    member by its id through a subquery, so none waits for another's result."""
+
+    def __init__(self, conn: Connection, program_id: int, member_id: str) -> None:
+        self.conn = conn
+        self.pg = conn.dialect.name == "postgresql"
+        self.mark = "%s" if self.pg else "?"
+        self.member = (program_id, member_id)
+        self.names: list[str] = []
+        self.parts: list[Part | None] = []
+
+    def among(self, column: str, values: list[Any]) -> tuple[str, list[Any]]:
+        if self.pg:
+            return f"{column} = ANY(%s)", [values]
+        return f"{column} IN ({', '.join('?' * len(values))})", values
+
+    def add(self, name: str, table: Table, columns: tuple[str, ...], where: str = "", *params: Any) -> None:
+        """Rows of the member in `table`, with more conditions in `where` (and their parameters)."""
+        m = self.mark
+        sql = f"FROM {table.name} WHERE member_pk = (SELECT id FROM members WHERE program_id = {m} AND member_id = {m})"
+        self.names.append(name)
+        self.parts.append(Part(columns, sql + where, (*self.member, *params), kinds_of(table, columns)))
+
+    def skip(self, name: str) -> None:
+        self.names.append(name)
+        self.parts.append(None)
+
+    def add_parts(self, program: Program, now: datetime, horizon: datetime) -> None:
+        m = self.mark
+        columns = ("id", "member_id", "tier", "profile", "created_at")
+        self.names.append("member")
+        self.parts.append(
+            Part(
+                columns,
+                f"FROM members WHERE program_id = {m} AND member_id = {m}",
+                self.member,
+                kinds_of(members_table, columns),
+            )
+        )
+        self.add("balances", balances, ("currency", "available", "pending"))
+        ladder = program.ladder
+        if ladder is None:
+            self.skip("status")
+            self.skip("days")
+        else:
+            self.add("status", tier_status, tier_svc.STATUS_COLUMNS)
+            if ladder.window.kind == "lifetime":
+                self.add("days", tier_qualification, ("sum(amount)",), f" AND currency = {m}", ladder.currency)
+            else:
+                self.add("days", tier_qualification, ("day", "amount"), f" AND currency = {m}", ladder.currency)
+        if all(c.expiry.kind == "never" for c in program.currencies.values()):
+            self.skip("expiring")  # nothing can expire: spare the read
+        else:
+            self.add(
+                "expiring",
+                lots,
+                ("currency", "remaining", "expires_at"),
+                f" AND remaining > 0 AND expires_at IS NOT NULL AND expires_at <= {m} AND status = 'available'",
+                horizon if self.pg else sqlite_datetime(horizon),
+            )
+        if program.badges and program.counters is not None:
+            self.add("badges", member_badges, ("badge", "level", "awarded_at"))
+            where, params = self.among("period", growth_badges.showcase_periods(program, now))
+            self.add("counters", member_counters, ("period", "event_type", "count", "totals"), " AND " + where, *params)
+            self.add("activity", activity, ("event_type", "count", "last_day", "streak"))
+        else:
+            for name in ("badges", "counters", "activity"):
+                self.skip(name)
+        if program.tasks:
+            where, params = self.among("period", growth_badges.task_periods(program, now))
+            self.add("tasks", task_progress, ("task", "period", "count", "completed_at"), " AND " + where, *params)
+        else:
+            self.skip("tasks")
+        if program.privileges:
+            where, params = self.among("privilege", sorted({p.key for p in program.privileges}))
+            self.add("uses", privilege_uses, ("privilege", "used_at"), " AND " + where, *params)
+        else:
+            self.skip("uses")
+        if program.checkin is not None:
+            self.add("checkin", checkin_states, checkin_svc.COLUMNS)
+        else:
+            self.skip("checkin")
+        if program.campaigns and program.budget_keys:
+            self.names.append("budgets")
+            self.parts.append(Part(("key", "spent"), f"FROM campaign_budgets WHERE program_id = {m}", self.member[:1]))
+        else:
+            self.skip("budgets")
+        self.add("holds", holds, ("id", "currency", "amount", "expires_at", "reference"), " AND status = 'active'")
+
+    def run(self) -> dict[str, list[Any]]:
+        return dict(zip(self.names, read_parts(self.conn, self.parts), strict=True))
 
 
 # Built once: building the statement cost as much as running it.
@@ -131,8 +273,13 @@ def _expiring(conn: Connection, program: Program, member_pk: int, horizon: datet
     """What of a member's balances expires before `horizon`, by currency and local day."""
     if all(c.expiry.kind == "never" for c in program.currencies.values()):
         return []  # nothing can expire: spare the query
+    return _expiring_of(program, conn.execute(_EXPIRING, {"member_pk": member_pk, "horizon": horizon}).all())
+
+
+def _expiring_of(program: Program, rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    """`_expiring` from the (currency, remaining, expires_at) rows of the lots due by the horizon."""
     soon: dict[tuple[str, date], int] = {}
-    for cur, remaining, at in conn.execute(_EXPIRING, {"member_pk": member_pk, "horizon": horizon}):
+    for cur, remaining, at in rows:
         key = (cur, at.astimezone(program.timezone).date())
         soon[key] = soon.get(key, 0) + remaining
     return [

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, select
 
 from kinloop.domain.program import Program
 from kinloop.services.members import MemberRow, json_amount
-from kinloop.store.bulk import insert_rows, select_in
+from kinloop.store.bulk import Part, insert_rows, kinds_of, select_in
 from kinloop.store.db import insert_ignore, reserve_ids
 from kinloop.store.tables import events, members, outbox, webhook_deliveries, webhook_subscriptions
 
@@ -88,8 +88,21 @@ def load_subscribers(conn: Connection, program_id: int) -> Subscribers:
         f"SELECT id, kinds FROM {webhook_subscriptions.name} WHERE program_id = {mark} AND active ORDER BY id",
         (program_id,),
     ).fetchall()
+    return subscribers_from(rows)
+
+
+def subscribers_part(conn: Connection, program_id: int) -> Part:
+    """`load_subscribers` as a part of a joint read (`store.bulk.read_parts`); its rows go to
+    `subscribers_from`."""
+    mark = "?" if conn.dialect.name == "sqlite" else "%s"
+    rest = f"FROM {webhook_subscriptions.name} WHERE program_id = {mark} AND active"
+    return Part(("id", "kinds"), rest, (program_id,), kinds_of(webhook_subscriptions, ("id", "kinds")))
+
+
+def subscribers_from(rows: Iterable[Sequence[Any]]) -> Subscribers:
+    """Subscribers from (id, kinds) rows of active subscriptions."""
     by_kind: dict[str, list[int]] = {}
-    for sub_id, kinds in rows:
+    for sub_id, kinds in sorted(rows, key=lambda r: r[0]):
         for kind in json.loads(kinds) if isinstance(kinds, str) else kinds:
             by_kind.setdefault(kind, []).append(sub_id)
     return Subscribers(by_kind)
@@ -167,13 +180,14 @@ def events_booked(
     member_rows: Iterable[MemberRow],
     *,
     now: datetime,
+    subscribers: Subscribers | None = None,
 ) -> None:
     """Report a booked batch: `award.created` per event that awarded something, and
     `tier.changed` per tier change (rows as `ingest` writes them to `events` and `tier_changes`)."""
     awarded = [r for r in event_rows if r["outcome"]["awards"]]
     if not awarded and not tier_rows:
         return
-    subs = load_subscribers(conn, program_id)
+    subs = subscribers if subscribers is not None else load_subscribers(conn, program_id)
     if not subs:
         return
     member_ids = {m.pk: m.member_id for m in member_rows}
@@ -217,9 +231,10 @@ def badges_awarded(
     member_rows: Iterable[MemberRow],
     *,
     now: datetime,
+    subscribers: Subscribers | None = None,
 ) -> None:
     """Report badge levels earned in a booked batch: one `badge.awarded` per member, badge and level."""
-    subs = load_subscribers(conn, program_id)
+    subs = subscribers if subscribers is not None else load_subscribers(conn, program_id)
     if not subs.of(BADGE_AWARDED):
         return
     member_ids = {m.pk: m.member_id for m in member_rows}

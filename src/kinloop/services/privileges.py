@@ -3,7 +3,7 @@ member holds with what is left, and utilisation per privilege and tier for opera
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -137,11 +137,23 @@ def held(conn: Connection, program: Program, row: member_svc.MemberRow, *, now: 
     holdings = D.held_by(program, row.tier)
     if not holdings:
         return []
+    uses = conn.execute(_USES, {"member_pk": row.pk, "keys": [p.key for p in holdings]}).all()
+    return held_of(program, row, now, uses)
+
+
+def held_of(
+    program: Program, row: member_svc.MemberRow, now: datetime, uses: Iterable[tuple[str, datetime]]
+) -> list[dict[str, Any]]:
+    """`held` from the member's (privilege, used_at) rows (rows of other privileges are ignored)."""
+    holdings = D.held_by(program, row.tier)
+    if not holdings:
+        return []
     birthday = D.birthday_of(row.profile.get("birthday"))
     tz = _member_tz(program, row.profile)
     times: dict[str, list[datetime]] = {p.key: [] for p in holdings}
-    for key, at in conn.execute(_USES, {"member_pk": row.pk, "keys": list(times)}):
-        times[key].append(at)
+    for key, at in uses:
+        if key in times:
+            times[key].append(at)
     out = []
     for p in holdings:
         used = D.used_in_period(p, times[p.key], now, program.timezone)

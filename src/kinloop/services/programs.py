@@ -5,14 +5,19 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, func, select, update
 
-from kinloop.domain.errors import UnknownProgram
+from kinloop.domain.errors import Issue, NotFound, ProgramInvalid, UnknownProgram
 from kinloop.domain.program import Program
 from kinloop.program.loader import canonical_text, compile_program, parse_program
 from kinloop.program.schema import ProgramFile
-from kinloop.store.tables import program_versions, programs
+from kinloop.services import audit
+from kinloop.store.tables import audit_log, program_versions, programs
+
+if TYPE_CHECKING:
+    from kinloop.services.tiers import Evaluated
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,3 +142,153 @@ def version_program(conn: Connection, version_id: int) -> Program:
 
 def count(conn: Connection) -> int:
     return int(conn.execute(select(func.count()).select_from(programs)).scalar() or 0)
+
+
+# --- versions: listing, upload and activation (the API and the console share these) ---------
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """One stored version of a program file."""
+
+    version: int
+    active: bool
+    digest: str
+    created_at: datetime
+    source: str
+
+    def as_json(self, *, source: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "version": self.version,
+            "active": self.active,
+            "digest": self.digest,
+            "created_at": self.created_at.isoformat(),
+        }
+        if source:
+            out["source"] = self.source
+        return out
+
+
+def versions(conn: Connection, program_id: int) -> list[Version]:
+    """Every version of a program, oldest first."""
+    v = program_versions.c
+    rows = conn.execute(
+        select(v.version, v.active, v.digest, v.created_at, v.source)
+        .where(v.program_id == program_id)
+        .order_by(v.version)
+    )
+    return [Version(r.version, r.active, r.digest, r.created_at, r.source) for r in rows]
+
+
+def version(conn: Connection, program_id: int, number: int) -> Version:
+    """One version of a program, or NotFound."""
+    if not 0 < number < 2**31:  # the column's range: anything else names no version
+        raise NotFound(f"no version {number} of this program", field="version")
+    v = program_versions.c
+    r = conn.execute(
+        select(v.version, v.active, v.digest, v.created_at, v.source).where(
+            v.program_id == program_id, v.version == number
+        )
+    ).first()
+    if r is None:
+        raise NotFound(f"no version {number} of this program", field="version")
+    return Version(r.version, r.active, r.digest, r.created_at, r.source)
+
+
+def activated_at(conn: Connection, program_id: int, number: int) -> datetime | None:
+    """When a version was last made active by an activation or a roll back (None: when it was
+    stored, by an upload or `kinloop init`)."""
+    a = audit_log.c
+    return conn.execute(
+        select(a.at)
+        .where(
+            a.program_id == program_id,
+            a.action.in_(("program.activate", "program.rollback")),
+            a.target == f"version {number}",
+        )
+        .order_by(a.id.desc())
+        .limit(1)
+    ).scalar()
+
+
+def check(loaded: LoadedProgram, source: str) -> ProgramFile:
+    """A new version's file, validated as `kinloop validate` does and with the program's own
+    key; ProgramInvalid lists every problem with its path."""
+    spec = parse_program(source)
+    compile_program(spec)
+    if spec.key != loaded.program.key:
+        raise ProgramInvalid([Issue("key", f"this key belongs to program {loaded.program.key!r}, not {spec.key!r}")])
+    return spec
+
+
+def upload(
+    conn: Connection,
+    loaded: LoadedProgram,
+    source: str,
+    *,
+    now: datetime,
+    actor: str,
+    activate: bool = False,
+    keep_until: datetime | None = None,
+) -> LoadResult:
+    """Store a new version of the program (checked first), active only when asked; audited."""
+    spec = check(loaded, source)
+    result = load(conn, spec, source, now=now, activate=activate)
+    if activate:
+        _after_activation(conn, loaded.program, result.loaded, now=now, keep_until=keep_until)
+    audit.record(
+        conn,
+        loaded.program_id,
+        actor=actor,
+        action="program.upload",
+        target=f"version {result.loaded.version}",
+        details={"version": result.loaded.version, "new": result.new_version, "activated": activate},
+        now=now,
+    )
+    return result
+
+
+def activate(
+    conn: Connection,
+    program_id: int,
+    number: int,
+    *,
+    now: datetime,
+    actor: str,
+    keep_until: datetime | None = None,
+    reason: str | None = None,
+    action: str = "program.activate",
+) -> Evaluated | None:
+    """Make a stored version the active one and re-evaluate tiers when the ladder changed;
+    audited. Returns how many members moved (None when the ladder is unchanged)."""
+    version(conn, program_id, number)  # or NotFound
+    before = active_by_id(conn, program_id)
+    conn.execute(
+        update(program_versions)
+        .where(program_versions.c.program_id == program_id)
+        .values(active=program_versions.c.version == number)
+    )
+    moved = _after_activation(conn, before.program, active_by_id(conn, program_id), now=now, keep_until=keep_until)
+    details: dict[str, Any] = {"from_version": before.version, "to_version": number}
+    if moved is not None:
+        details["tiers_moved"] = moved.changed
+    audit.record(
+        conn,
+        program_id,
+        actor=actor,
+        action=action,
+        target=f"version {number}",
+        reason=reason,
+        details=details,
+        now=now,
+    )
+    return moved
+
+
+def _after_activation(
+    conn: Connection, before: Program, after: LoadedProgram, *, now: datetime, keep_until: datetime | None
+) -> Evaluated | None:
+    # Imported here: tiers reads members, which reads this module.
+    from kinloop.services import tiers
+
+    return tiers.on_activation(conn, before, after, now=now, keep_until=keep_until)

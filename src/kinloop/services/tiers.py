@@ -37,7 +37,7 @@ from kinloop.services import members as member_svc
 from kinloop.services import outbox
 from kinloop.services.book import Book, chunks
 from kinloop.services.programs import LoadedProgram
-from kinloop.store.bulk import insert_rows, select_in, upsert_rows
+from kinloop.store.bulk import Part, insert_rows, part_in, read_parts, select_in, upsert_rows
 from kinloop.store.tables import (
     audit_log,
     members,
@@ -106,6 +106,7 @@ def _status_row(pk: int, s: Standing) -> dict[str, Any]:
 
 
 _STATUS_COLUMNS = [c for c in tier_status.c if c.name != "member_pk"]
+STATUS_COLUMNS = tuple(c.name for c in _STATUS_COLUMNS)
 
 
 def load_standings(conn: Connection, tiers: Mapping[int, str | None]) -> dict[int, Standing]:
@@ -238,22 +239,83 @@ class Realtime:
         now: datetime,
     ) -> Realtime | None:
         """Load what the batch's members need (None when the program has no ladder)."""
+        if loaded.program.ladder is None:
+            return None
+        rows = list(rows)
+        found: tuple[list[tuple[Any, ...]], ...] = ([], [], [])
+        for part in chunks(sorted(r.pk for r in rows)):
+            for got, more in zip(found, read_parts(conn, cls.parts(conn, loaded.program, part)), strict=True):
+                got += more
+        return cls.start_from(conn, loaded, book, rows, events, now, *found)
+
+    @staticmethod
+    def parts(conn: Connection, program: Program, pks: list[int]) -> list[Part | None]:
+        """The reads of `start` (at most `CHUNK` members): standings, qualification and, for
+        anniversary windows, profiles; their rows go to `start_from`."""
+        ladder = program.ladder
+        if ladder is None:
+            return [None, None, None]
+        m = "%s" if conn.dialect.name == "postgresql" else "?"
+        days = part_in(conn, tier_qualification, ("member_pk", "day", "amount"), "member_pk", pks)
+        assert days is not None or not pks
+        if days is not None:
+            if ladder.window.kind == "lifetime":
+                days = replace(
+                    days,
+                    columns=("member_pk", "sum(amount)"),
+                    rest=days.rest + f" AND currency = {m} GROUP BY member_pk",
+                )
+            else:
+                days = replace(days, rest=days.rest + f" AND currency = {m}")
+            days = replace(days, params=(*days.params, ladder.currency))
+        anniversaries = None
+        if ladder.window.kind == "anniversary_year":
+            anniversaries = part_in(conn, members, ("id", "profile", "created_at"), "id", pks)
+        status = part_in(conn, tier_status, ("member_pk", *STATUS_COLUMNS), "member_pk", pks)
+        return [status, days, anniversaries]
+
+    @classmethod
+    def start_from(
+        cls,
+        conn: Connection,
+        loaded: LoadedProgram,
+        book: Book,
+        rows: Iterable[member_svc.MemberRow],
+        events: list[Event],
+        now: datetime,
+        status_rows: Iterable[tuple[Any, ...]],
+        day_rows: Iterable[tuple[Any, ...]],
+        anniversary_rows: Iterable[tuple[Any, ...]],
+    ) -> Realtime | None:
+        """`start` from the rows of `parts`."""
         program = loaded.program
         ladder = program.ladder
         if ladder is None:
             return None
         by_pk = {r.pk: r.tier for r in rows}
-        pks = sorted(by_pk)
-        anniversaries = _anniversaries(conn, program, pks)
-        first = min((e.occurred_at for e in events), default=now).astimezone(program.timezone).date()
-        since = None if ladder.window.kind == "lifetime" else first - timedelta(days=max(ladder.window.days, 366))
+        standings = {pk: Standing(earned=t) for pk, t in by_pk.items()}
+        for row in status_rows:
+            standings[row[0]] = _standing(row[1:], by_pk[row[0]])
+        days: dict[int, dict[int, int]] = {}
+        if ladder.window.kind == "lifetime":
+            for pk, total in day_rows:
+                days[pk] = {0: int(total)}
+        else:
+            first = min((e.occurred_at for e in events), default=now).astimezone(program.timezone).date()
+            since = (first - timedelta(days=max(ladder.window.days, 366))).toordinal()
+            for pk, day, amount in day_rows:
+                if day >= since:
+                    days.setdefault(pk, {})[day] = amount
+        anniversaries = {
+            pk: anniversary_of(_json(profile), created, program) for pk, profile, created in anniversary_rows
+        }
         return cls(
             conn,
             loaded,
             book,
             now,
-            load_standings(conn, by_pk),
-            load_days(conn, ladder, pks, since),
+            standings,
+            days,
             anniversaries,
             currency=ladder.currency,
             paid_events=frozenset(_paid_by_event(ladder)),
@@ -545,15 +607,37 @@ def view(
     conn: Connection, loaded: LoadedProgram, row: member_svc.MemberRow, now: datetime
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None]:
     """`tier`, `next_tier` and `tier_status` of the member view, in the program's words."""
+    ladder = loaded.program.ladder
+    if ladder is None:
+        return None, None, None
+    s = load_standings(conn, {row.pk: row.tier})[row.pk]
+    anniversary = _anniversaries(conn, loaded.program, [row.pk]).get(row.pk, _NO_ANNIVERSARY)
+    return view_of(loaded, row, now, s, load_days(conn, ladder, [row.pk], None).get(row.pk), anniversary)
+
+
+def standing_of(values: Sequence[Any] | None, tier: str | None) -> Standing:
+    """A member's standing from their `tier_status` row (`STATUS_COLUMNS`; None: no row)."""
+    return _standing(values, tier)
+
+
+def view_of(
+    loaded: LoadedProgram,
+    row: member_svc.MemberRow,
+    now: datetime,
+    s: Standing,
+    days: Mapping[int, int] | None,
+    anniversary: date | None,
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None]:
+    """`view` from what it reads: the standing, qualification per day (`load_days`' form) and
+    the anniversary (None: the window does not use it)."""
     program = loaded.program
     ladder = program.ladder
     if ladder is None:
         return None, None, None
+    anniversary = anniversary or _NO_ANNIVERSARY
     currency = program.currencies[ladder.currency]
     today = now.astimezone(program.timezone).date()
-    s = load_standings(conn, {row.pk: row.tier})[row.pk]
-    anniversary = _anniversaries(conn, program, [row.pk]).get(row.pk, _NO_ANNIVERSARY)
-    qual = qualification(load_days(conn, ladder, [row.pk], None).get(row.pk))
+    qual = qualification(days)
     value = qual(window_start(ladder.window, today, anniversary), today)
     current_key, source = effective(ladder, s, now)
     current = ladder.get(row.tier) or ladder.get(current_key)

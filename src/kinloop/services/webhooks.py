@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, func, select, update
 from sqlalchemy.exc import OperationalError
 
 from kinloop import __version__
@@ -192,6 +192,20 @@ def deactivate(conn: Connection, program_id: int, sub_id: int, *, now: datetime)
         .values(status="failed", next_attempt_at=None, last_error="the subscription was deactivated")
     )
     return get(conn, program_id, sub_id)
+
+
+def delivery_counts(conn: Connection, program_id: int) -> dict[int, dict[str, int]]:
+    """Per subscription of the program: how many deliveries are pending, delivered and failed."""
+    d, w = webhook_deliveries, webhook_subscriptions
+    out: dict[int, dict[str, int]] = {}
+    for sub_id, status, n in conn.execute(
+        select(d.c.subscription_id, d.c.status, func.count())
+        .join(w, w.c.id == d.c.subscription_id)
+        .where(w.c.program_id == program_id)
+        .group_by(d.c.subscription_id, d.c.status)
+    ):
+        out.setdefault(sub_id, dict.fromkeys(STATUSES, 0))[status] = int(n)
+    return out
 
 
 def delivery_log(

@@ -14,7 +14,9 @@ statements themselves. Driver errors are re-raised as SQLAlchemy's, as if it had
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import cache
 from operator import itemgetter
@@ -26,6 +28,11 @@ from kinloop.store.db import driver_cursor
 from kinloop.store.tables import UTCDateTime
 
 Convert = Callable[[Any], Any]
+
+
+def sqlite_datetime(value: datetime | None) -> str | None:
+    """A datetime as SQLAlchemy binds it for SQLite (naive UTC text), to compare in raw SQL."""
+    return _sqlite_datetime(value)
 
 
 def _sqlite_datetime(value: datetime | None) -> str | None:
@@ -107,12 +114,22 @@ def _placeholders(n: int, dialect: str) -> str:
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """INSERT many rows (dicts with the same keys) in one driver call."""
+    """INSERT many rows (dicts with the same keys) in one driver call (or, inside `deferred`,
+    with the other writes of the block)."""
     if not rows:
         return
     dialect = conn.dialect.name
     columns = list(rows[0])
     if dialect == "postgresql":
+        queue = _queue(conn)
+        if queue is not None and len(rows) <= COPY_FROM:
+            sql = (
+                f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({_arrays(conn, table, columns)})"
+            )
+            queue.add(conn, table.name, sql, _columns(table, columns, rows))
+            return
+        if queue is not None:
+            queue.flush(conn)  # in order: the rows may refer to rows written before them
         # COPY is PostgreSQL's bulk path: several times faster than multi-row INSERTs.
         sql = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
         with driver_cursor(conn, sql) as cur, cur.copy(sql) as copy:
@@ -122,6 +139,26 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
     sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({_placeholders(len(columns), dialect)})"
     with driver_cursor(conn, sql) as cur:
         cur.executemany(sql, _tuples(table, columns, rows, dialect))
+
+
+def update_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], key: str) -> None:
+    """UPDATE the rows whose `key` column is each row's `key` value, setting its other columns."""
+    if not rows:
+        return
+    columns = list(rows[0])
+    sets = [c for c in columns if c != key]
+    if conn.dialect.name == "postgresql":
+        sql = (
+            f"UPDATE {table.name} SET {', '.join(f'{c} = v.{c}' for c in sets)} "
+            f"FROM unnest({_arrays(conn, table, columns)}) AS v({', '.join(columns)}) "
+            f"WHERE {table.name}.{key} = v.{key}"
+        )
+        _run(conn, table.name, sql, _columns(table, columns, rows))
+        return
+    ordered = [*sets, key]
+    sql = f"UPDATE {table.name} SET {', '.join(f'{c} = ?' for c in sets)} WHERE {key} = ?"
+    with driver_cursor(conn, sql) as cur:
+        cur.executemany(sql, _tuples(table, ordered, rows, "sqlite"))
 
 
 def upsert_rows(
@@ -142,10 +179,8 @@ def upsert_rows(
     if dialect == "postgresql":
         # The rows upserted here are narrow (numbers and keys): one statement over arrays
         # beats a round trip per row.
-        arrays = ", ".join(f"%s::{table.c[c].type.compile(dialect=conn.dialect)}[]" for c in columns)
-        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
-        with driver_cursor(conn, sql) as cur:
-            cur.execute(sql + conflict, tuple([row[c] for row in rows] for c in columns))
+        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({_arrays(conn, table, columns)})"
+        _run(conn, table.name, sql + conflict, _columns(table, columns, rows))
         return
     sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({_placeholders(len(columns), dialect)})"
     with driver_cursor(conn, sql) as cur:
@@ -212,13 +247,231 @@ def add_rows(
     sets += [f"{c} = excluded.{c}" for c in columns if c not in keys and c not in (add, latest)]
     conflict = f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(sets)}"
     if dialect == "postgresql":
-        # A collation is not part of an array cast's type name.
-        types = [table.c[c].type.compile(dialect=conn.dialect).split(" COLLATE ")[0] for c in columns]
-        arrays = ", ".join(f"%s::{t}[]" for t in types)
-        sql = f"INSERT INTO {name} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
-        with driver_cursor(conn, sql) as cur:
-            cur.execute(sql + conflict, tuple([row[c] for row in rows] for c in columns))
+        sql = f"INSERT INTO {name} ({', '.join(columns)}) SELECT * FROM unnest({_arrays(conn, table, columns)})"
+        _run(conn, name, sql + conflict, _columns(table, columns, rows))
         return
     sql = f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({_placeholders(len(columns), dialect)})"
     with driver_cursor(conn, sql) as cur:
         cur.executemany(sql + conflict, _tuples(table, columns, rows, dialect))
+
+
+# --- several reads in one statement -----------------------------------------------------------
+# A column's kind decides how its value is brought back to what SQLAlchemy would have returned:
+# "" as the driver gives it (integers, text), "ts" an aware UTC datetime, "json" the decoded
+# value, "bool" a bool.
+Kind = str
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One SELECT of `read_parts`: column expressions, the rest of the query (FROM, WHERE, GROUP
+    BY; placeholders in the dialect's style) and its parameters."""
+
+    columns: tuple[str, ...]
+    rest: str
+    params: tuple[Any, ...] = ()
+    kinds: tuple[Kind, ...] = ()
+
+
+def kinds_of(table: Table, columns: Sequence[str]) -> tuple[Kind, ...]:
+    """The kinds of these columns of `table` (plain for expressions such as `sum(amount)`)."""
+    out = []
+    for name in columns:
+        if name not in table.c:
+            out.append("")
+            continue
+        t = table.c[name].type
+        if isinstance(t, UTCDateTime):
+            out.append("ts")
+        elif isinstance(t, JSON):
+            out.append("json")
+        elif isinstance(t, Boolean):
+            out.append("bool")
+        else:
+            out.append("")
+    return tuple(out)
+
+
+def part_in(
+    conn: Connection,
+    table: Table,
+    columns: Sequence[str],
+    key: str,
+    values: Sequence[Any],
+    *,
+    also: tuple[str, Sequence[Any]] | None = None,
+) -> Part | None:
+    """`select_in` as a `Part` (None when it would find nothing)."""
+    if not values or (also is not None and not also[1]):
+        return None
+    pg = conn.dialect.name == "postgresql"
+    conditions = [(key, values)] + ([also] if also is not None else [])
+    where = []
+    params: list[Any] = []
+    for column, given in conditions:
+        if pg:
+            where.append(f"{column} = ANY(%s)")
+            params.append(list(given))
+        else:
+            where.append(f"{column} IN ({_placeholders(len(given), 'sqlite')})")
+            params += list(given)
+    return Part(
+        tuple(columns), f"FROM {table.name} WHERE {' AND '.join(where)}", tuple(params), kinds_of(table, columns)
+    )
+
+
+def read_parts(conn: Connection, parts: Sequence[Part | None]) -> list[list[tuple[Any, ...]]]:
+    """The rows of each part (an empty list for None), read in ONE statement: each part's rows
+    become JSON arrays tagged with the part's index, joined by UNION ALL. A round trip to
+    PostgreSQL costs more than the JSON; SQLite saves its per-statement overhead too."""
+    out: list[list[tuple[Any, ...]]] = [[] for _ in parts]
+    asked = [(i, p) for i, p in enumerate(parts) if p is not None]
+    if not asked:
+        return out
+    dialect = conn.dialect.name
+    pg = dialect == "postgresql"
+    array = "json_build_array" if pg else "json_array"
+    selects = []
+    params: list[Any] = []
+    for i, p in asked:
+        selects.append(f"SELECT * FROM (SELECT {i} AS part, {array}({', '.join(p.columns)}) AS r {p.rest}) AS p{i}")
+        params += p.params
+    sql = "\nUNION ALL\n".join(selects)
+    with driver_cursor(conn, sql) as cur:
+        cur.execute(sql, tuple(params))
+        rows = cur.fetchall()
+    by_index = dict(asked)
+    for i, r in rows:
+        values = json.loads(r) if isinstance(r, str) else r
+        kinds = by_index[i].kinds
+        if kinds:
+            values = [_from_json(v, k, pg) if k and v is not None else v for v, k in zip(values, kinds, strict=False)]
+        out[i].append(tuple(values))
+    return out
+
+
+class Reads:
+    """Parts gathered from several loaders, then read together in one statement (`read_parts`)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.parts: list[Part | None] = []
+        self.rows: list[list[tuple[Any, ...]]] = []
+
+    def add(self, part: Part | None) -> int:
+        """Queue a part; its rows will be `self[index]` after `run`."""
+        self.parts.append(part)
+        return len(self.parts) - 1
+
+    def run(self) -> None:
+        self.rows = read_parts(self.conn, self.parts)
+
+    def __getitem__(self, index: int) -> list[tuple[Any, ...]]:
+        return self.rows[index]
+
+
+def _from_json(value: Any, kind: Kind, pg: bool) -> Any:
+    if kind == "ts":
+        stamp = datetime.fromisoformat(value)
+        return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
+    if kind == "json":
+        return json.loads(value) if isinstance(value, str) and not pg else value
+    if kind == "bool":
+        return bool(value)
+    return value
+
+
+# --- writes of a block in one statement (PostgreSQL) -------------------------------------------
+# Inside `deferred(conn)`, the helpers above queue their statements, and the block's end sends
+# them as ONE statement of data-modifying CTEs (`WITH w0 AS (INSERT ...), w1 AS (...) SELECT 1`):
+# a single event's dozen writes cost one round trip instead of a dozen. Foreign keys are checked
+# at the end of that statement, so rows may refer to rows of another CTE. Bigger inserts than
+# `COPY_FROM` rows still take COPY (the queue is sent first, to keep the order of writes).
+
+COPY_FROM = 100
+_QUEUE = "kinloop_deferred_writes"
+
+
+def _arrays(conn: Connection, table: Table, columns: Sequence[str]) -> str:
+    """`%s::type[]` per column, for `unnest` (a collation is not part of an array cast's type)."""
+    return ", ".join(f"%s::{_array_type(table, c, conn.dialect)}[]" for c in columns)
+
+
+def _array_type(table: Table, column: str, dialect: Any) -> str:
+    return str(table.c[column].type.compile(dialect=dialect)).split(" COLLATE ")[0]
+
+
+def _columns(table: Table, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> tuple[list[Any], ...]:
+    """One list of values per column (JSON as its text), the parameters of `unnest`."""
+    convs = _converters(table, tuple(columns), "postgresql")
+    out = []
+    for c, convert in zip(columns, convs, strict=True):
+        values = [row[c] for row in rows]
+        if convert is not None:
+            values = [None if v is None else convert(v) for v in values]
+        out.append(values)
+    return tuple(out)
+
+
+class _Queue:
+    """Statements waiting for the end of a `deferred` block, in order."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str, tuple[Any, ...]]] = []
+
+    def add(self, conn: Connection, table: str, sql: str, params: tuple[Any, ...]) -> None:
+        if any(t == table for t, _, _ in self.items):
+            # A statement may change a row only once: a second write to a table starts anew.
+            self.flush(conn)
+        self.items.append((table, sql, params))
+
+    def flush(self, conn: Connection) -> None:
+        items, self.items = self.items, []
+        if not items:
+            return
+        if len(items) == 1:
+            sql, params = items[0][1], items[0][2]
+        else:
+            sql = "WITH " + ", ".join(f"w{i} AS ({stmt})" for i, (_, stmt, _) in enumerate(items)) + " SELECT 1"
+            params = tuple(p for _, _, ps in items for p in ps)
+        with driver_cursor(conn, sql) as cur:
+            cur.execute(sql, params)
+
+
+def _queue(conn: Connection) -> _Queue | None:
+    queue: _Queue | None = conn.info.get(_QUEUE)
+    return queue
+
+
+def _run(conn: Connection, table: str, sql: str, params: tuple[Any, ...]) -> None:
+    """Run a write now, or queue it inside a `deferred` block."""
+    queue = _queue(conn)
+    if queue is not None:
+        queue.add(conn, table, sql, params)
+        return
+    with driver_cursor(conn, sql) as cur:
+        cur.execute(sql, params)
+
+
+@contextmanager
+def deferred(conn: Connection) -> Iterator[None]:
+    """Send the bulk helpers' writes of the block together at its end (PostgreSQL; elsewhere,
+    and in a block already deferring, they run as they come). Reads inside the block do not see
+    queued writes: call `flush_deferred` before one that must. On an error nothing queued is
+    sent (the transaction is failing anyway)."""
+    if conn.dialect.name != "postgresql" or _queue(conn) is not None:
+        yield
+        return
+    queue = conn.info[_QUEUE] = _Queue()
+    try:
+        yield
+        queue.flush(conn)
+    finally:
+        del conn.info[_QUEUE]
+
+
+def flush_deferred(conn: Connection) -> None:
+    """Send what a `deferred` block has queued so far (nothing outside one)."""
+    queue = _queue(conn)
+    if queue is not None:
+        queue.flush(conn)

@@ -71,20 +71,48 @@ def is_sqlite(conn: Connection) -> bool:
 
 
 @contextmanager
-def driver_cursor(conn: Connection, sql: str = "") -> Iterator[Any]:
-    """A cursor of the driver's connection, in the caller's (SQLAlchemy) transaction."""
+def driver_cursor(conn: Connection, sql: str) -> Iterator[Any]:
+    """A cursor of the driver's connection, in the caller's (SQLAlchemy) transaction, for
+    one statement (`sql`; an executemany or a COPY counts as one)."""
     if not conn.in_transaction():
         conn.begin()  # what SQLAlchemy's autobegin would do before its own first statement
     driver = conn.connection.driver_connection
     assert driver is not None  # a Connection inside a transaction always holds one
     error = conn.dialect.loaded_dbapi.Error
     cur = driver.cursor()
+    if conn._has_events or conn.engine._has_events:
+        # Statement listeners (`StatementCounter`, tracing) see these statements too, as if
+        # SQLAlchemy had run them; the parameters are not shown to them.
+        conn.dispatch.before_cursor_execute(conn, cur, sql, None, None, False)
     try:
         yield cur
     except error as exc:
         raise DBAPIError.instance(sql, None, exc, error, dialect=conn.dialect) from exc
     finally:
         cur.close()
+
+
+class StatementCounter:
+    """Counts the statements an engine sends (SQLAlchemy's and `driver_cursor`'s), for tests
+    and benchmarks: each is a round trip to PostgreSQL. Use as a context manager."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.statements: list[str] = []
+
+    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        self.statements.append(statement)
+
+    @property
+    def count(self) -> int:
+        return len(self.statements)
+
+    def __enter__(self) -> StatementCounter:
+        event.listen(self.engine, "before_cursor_execute", self._seen)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._seen)
 
 
 def reserve_ids(conn: Connection, table: Table, n: int, *, above: int = 0) -> list[int]:
@@ -96,8 +124,9 @@ def reserve_ids(conn: Connection, table: Table, n: int, *, above: int = 0) -> li
         return []
     if is_sqlite(conn):
         # Safe because the transaction holds SQLite's single write lock (BEGIN IMMEDIATE).
-        with driver_cursor(conn) as cur:
-            top = cur.execute(f"SELECT max(id) FROM {table.name}").fetchone()[0] or 0
+        sql = f"SELECT max(id) FROM {table.name}"
+        with driver_cursor(conn, sql) as cur:
+            top = cur.execute(sql).fetchone()[0] or 0
         start = max(top, above) + 1
         return list(range(start, start + n))
     # One row holding all the ids: fetching n rows costs more than drawing n values.
@@ -105,6 +134,24 @@ def reserve_ids(conn: Connection, table: Table, n: int, *, above: int = 0) -> li
     with driver_cursor(conn, sql) as cur:
         cur.execute(sql, (n,))
         return list(cur.fetchone()[0])
+
+
+def reserve_ids_sql(conn: Connection, table: Table, n: int) -> tuple[str, str, tuple[Any, ...]]:
+    """`reserve_ids` as the (column, rest of query, parameters) of a read to join with others;
+    its one row's value goes to `reserved_ids`."""
+    if is_sqlite(conn):
+        return "max(id)", f"FROM {table.name}", ()
+    return f"array_agg(nextval(pg_get_serial_sequence('{table.name}', 'id')))", "FROM generate_series(1, %s)", (n,)
+
+
+def reserved_ids(conn: Connection, value: Any, n: int, *, above: int = 0) -> list[int]:
+    """The ids a `reserve_ids_sql` read reserved, from its value."""
+    if n == 0:
+        return []
+    if is_sqlite(conn):
+        start = max(value or 0, above) + 1
+        return list(range(start, start + n))
+    return list(value)[:n]
 
 
 def upsert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], keys: Iterable[str]) -> None:
