@@ -16,6 +16,7 @@ from kinloop.cli import checkin as checkin_cli
 from kinloop.cli import draws as outlets_cli
 from kinloop.cli import envelopes as envelopes_cli
 from kinloop.cli import leaderboard as leaderboard_cli
+from kinloop.cli import portal as portal_cli
 from kinloop.cli import privileges as privileges_cli
 from kinloop.cli import tasks as tasks_cli
 from kinloop.cli import users as users_cli
@@ -45,6 +46,7 @@ bench_app = typer.Typer(
     help="Benchmarks, each reported against the raw ceiling of the same store.", no_args_is_help=True
 )
 app.add_typer(member_app, name="member")
+member_app.command("link")(portal_cli.member_link)
 app.add_typer(bench_app, name="bench")
 keys_app = typer.Typer(help="API keys for the HTTP API.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
