@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
@@ -21,7 +20,17 @@ from kinloop.cli import privileges as privileges_cli
 from kinloop.cli import tasks as tasks_cli
 from kinloop.cli import users as users_cli
 from kinloop.cli.campaigns import campaigns_app
-from kinloop.cli.common import DbOption, JsonOption, ProgramOption, open_engine, out, print_json, program_transaction
+from kinloop.cli.common import (
+    DbOption,
+    JsonOption,
+    ProgramOption,
+    drain,
+    open_engine,
+    out,
+    print_json,
+    print_totals,
+    program_transaction,
+)
 from kinloop.cli.errors import EXIT_INVALID, EXIT_REFUSED, err, handled
 from kinloop.cli.tiers import parse_moment, tiers_app
 from kinloop.clock import utcnow
@@ -329,45 +338,20 @@ def Decimal_or_error(text: str) -> Decimal:
     return value
 
 
-def _drain(
-    db: str | None, program: str | None, job: Callable[..., dict[str, int]]
-) -> tuple[programs.LoadedProgram, dict[str, int]]:
-    """Run a ledger job in transactions of bounded size until nothing more is due."""
-    engine = open_engine(db)
-    now = utcnow()
-    totals: dict[str, int] = {}
-    while True:
-        with engine.begin() as conn:
-            lp = programs.active(conn, program)
-            done = job(conn, lp, now=now)
-        for k, v in done.items():
-            totals[k] = totals.get(k, 0) + v
-        if not done:
-            return lp, totals
-
-
-def _print_totals(lp: programs.LoadedProgram, verb: str, totals: dict[str, int], as_json: bool) -> None:
-    if as_json:
-        print_json({verb: totals})
-        return
-    words = ", ".join(lp.program.currencies[k].display(v) for k, v in totals.items())
-    out.print(f"{verb}: {words or 'nothing due'}")
-
-
 @app.command()
 @handled
 def expire(db: DbOption = None, program: ProgramOption = None, as_json: JsonOption = False) -> None:
     """Expire due lots; safe to run as often as you like (each lot expires exactly once)."""
-    lp, totals = _drain(db, program, ledger.expire)
-    _print_totals(lp, "expired", totals, as_json)
+    lp, totals = drain(db, program, ledger.expire, now=utcnow())
+    print_totals(lp, "expired", totals, as_json)
 
 
 @app.command()
 @handled
 def release(db: DbOption = None, program: ProgramOption = None, as_json: JsonOption = False) -> None:
     """Release pending amounts whose holding period is over."""
-    lp, totals = _drain(db, program, ledger.release)
-    _print_totals(lp, "released", totals, as_json)
+    lp, totals = drain(db, program, ledger.release, now=utcnow())
+    print_totals(lp, "released", totals, as_json)
 
 
 @app.command()

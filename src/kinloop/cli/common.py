@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -47,3 +48,28 @@ def program_transaction(db: str | None, program: str | None) -> Iterator[tuple[C
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def drain(
+    db: str | None, program: str | None, job: Callable[..., dict[str, int]], *, now: datetime
+) -> tuple[programs.LoadedProgram, dict[str, int]]:
+    """Run a ledger job in transactions of bounded size until nothing more is due."""
+    engine = open_engine(db)
+    totals: dict[str, int] = {}
+    while True:
+        with engine.begin() as conn:
+            lp = programs.active(conn, program)
+            done = job(conn, lp, now=now)
+        for k, v in done.items():
+            totals[k] = totals.get(k, 0) + v
+        if not done:
+            return lp, totals
+
+
+def print_totals(lp: programs.LoadedProgram, verb: str, totals: dict[str, int], as_json: bool) -> None:
+    """Print what a drained job did per currency, in the program's words (or as JSON)."""
+    if as_json:
+        print_json({verb: totals})
+        return
+    words = ", ".join(lp.program.currencies[k].display(v) for k, v in totals.items())
+    out.print(f"{verb}: {words or 'nothing due'}")

@@ -11,7 +11,17 @@ import typer
 from rich.table import Table
 
 from kinloop.cli.app import member_app
-from kinloop.cli.common import DbOption, JsonOption, ProgramOption, open_engine, out, print_json, program_transaction
+from kinloop.cli.common import (
+    DbOption,
+    JsonOption,
+    ProgramOption,
+    drain,
+    open_engine,
+    out,
+    print_json,
+    print_totals,
+    program_transaction,
+)
 from kinloop.cli.errors import handled
 from kinloop.clock import utcnow
 from kinloop.domain.errors import HoldExpired, InvalidInput
@@ -270,22 +280,8 @@ def holds_release(
 @handled
 def holds_expire(db: DbOption = None, program: ProgramOption = None, as_json: JsonOption = False) -> None:
     """Release holds past their time-out; safe to run as often as you like."""
-    engine = open_engine(db)
-    now = utcnow()
-    totals: dict[str, int] = {}
-    while True:
-        with engine.begin() as conn:
-            lp = programs.active(conn, program)
-            done = holds.expire_due(conn, lp, now=now)
-        for k, v in done.items():
-            totals[k] = totals.get(k, 0) + v
-        if not done:
-            break
-    if as_json:
-        print_json({"released": totals})
-        return
-    words = ", ".join(lp.program.currencies[k].display(v) for k, v in totals.items())
-    out.print(f"released: {words or 'nothing due'}")
+    lp, totals = drain(db, program, holds.expire_due, now=utcnow())
+    print_totals(lp, "released", totals, as_json)
 
 
 # --- figures --------------------------------------------------------------------------------
