@@ -9,7 +9,6 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from kinloop.domain.errors import UnknownEvent
-from kinloop.domain.program import Program
 from kinloop.domain.rules import RuleOutcome, describe
 from kinloop.services.programs import LoadedProgram, version_program
 from kinloop.store.tables import entries, events, members, program_versions
@@ -74,7 +73,7 @@ def explain(conn: Connection, loaded: LoadedProgram, event_id: str) -> Explanati
                 "currency": currency.key if currency else None,
             }
         )
-    rules.extend(_checkin_line(program, row.outcome))
+    rules.extend(_checkin_line(row.outcome))
     if not rules:
         rules.append(
             {
@@ -118,7 +117,7 @@ def explain(conn: Connection, loaded: LoadedProgram, event_id: str) -> Explanati
     )
 
 
-def _checkin_line(program: Program, outcome: dict[str, Any]) -> list[dict[str, Any]]:
+def _checkin_line(outcome: dict[str, Any]) -> list[dict[str, Any]]:
     """The daily check-in's decision (it is not a rule): its awards (ladder step, milestone,
     first-day gift) or why it gave nothing (already checked in that day), from the stored outcome."""
     checkin = outcome.get("checkin")
