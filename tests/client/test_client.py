@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from datetime import time as dt_time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -68,8 +70,22 @@ def api(db_url: str, engine: Engine) -> Iterator[Api]:
         sock.close()
 
 
+def _recent_plain_noon() -> datetime:
+    """Noon in Paris on the latest past day that is not coffee's member day (a Wednesday, when
+    purchases earn double Beans): the awards these tests expect must not depend on the weekday."""
+    paris = ZoneInfo("Europe/Paris")
+    day = (utcnow() - timedelta(hours=12)).astimezone(paris).date()
+    while day.weekday() == 2:
+        day -= timedelta(days=1)
+    return datetime.combine(day, dt_time(12), tzinfo=paris).astimezone(UTC)
+
+
+ANCHOR = _recent_plain_noon()
+
+
 def at(hours_ago: float = 1) -> datetime:
-    return utcnow() - timedelta(hours=hours_ago)
+    """A moment `hours_ago` (at most 12) before the anchor: on the anchor's day."""
+    return ANCHOR - timedelta(hours=hours_ago)
 
 
 def test_post_event_then_read_the_member(api: Api) -> None:

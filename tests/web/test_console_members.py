@@ -14,8 +14,9 @@ from sqlalchemy import func, select
 from kinloop.clock import utcnow
 from kinloop.services import members, programs
 from kinloop.store.db import connect
-from kinloop.store.tables import audit_log, balances, entries
+from kinloop.store.tables import audit_log, balances, entries, events
 from kinloop.store.tables import members as member_rows
+from kinloop.web.console.members import TIMELINE_SIZE
 from tests.web.conftest import browser_sign_in, csrf_of, screenshot
 
 MEMBER = "member-00012"
@@ -155,9 +156,24 @@ def test_timeline_pages_cover_every_event_and_entry_once(demo_url: str) -> None:
     assert times == sorted(times, reverse=True)
 
 
-def test_load_more_returns_the_next_items_for_htmx(console_as: Callable[[str], TestClient]) -> None:
+def _busiest(url: str) -> tuple[str, int]:
+    """The demo member with the most events, and how many (the simulation draws them at random)."""
+    with connect(url).connect() as conn:
+        member_id, n = conn.execute(
+            select(member_rows.c.member_id, func.count(events.c.id))
+            .join(events, events.c.member_pk == member_rows.c.id)
+            .group_by(member_rows.c.member_id)
+            .order_by(func.count(events.c.id).desc(), member_rows.c.member_id)
+            .limit(1)
+        ).one()
+    return str(member_id), int(n)
+
+
+def test_load_more_returns_the_next_items_for_htmx(console_as: Callable[[str], TestClient], demo_url: str) -> None:
+    member_id, n = _busiest(demo_url)
+    assert n > TIMELINE_SIZE  # more than one page of the timeline
     client = console_as("viewer")
-    html = client.get(f"/console/members/{MEMBER}").text
+    html = client.get(f"/console/members/{member_id}").text
     more = re.search(r'hx-get="(/console/members/[^"]+/timeline\?before=[^"]+)"', html)
     assert more
     url = more.group(1).replace("&amp;", "&")

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from kinloop.clock import utcnow
 from kinloop.services import orders, programs
 from kinloop.store.db import connect
-from kinloop.store.tables import audit_log, balances, members, reward_codes, rewards
+from kinloop.store.tables import audit_log, balances, draw_entries, draws, members, reward_codes, rewards
 from kinloop.store.tables import orders as orders_table
 from kinloop.web.console import outlets
 from tests.web.conftest import browser_sign_in, csrf_of, screenshot
@@ -399,7 +399,21 @@ def test_a_change_without_the_csrf_token_is_refused(console_as: Console, demo_ur
 
 
 # --- draws and campaigns ----------------------------------------------------------------------
-def test_draws_show_commitment_odds_cost_entries_and_stock(console_as: Console) -> None:
+def entries_of(url: str, draw_key: str) -> int:
+    """How many entries the demo's simulation made in a draw (they depend on its random members)."""
+    with connect(url).connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count())
+                .select_from(draw_entries.join(draws, draws.c.id == draw_entries.c.draw_id))
+                .where(draws.c.key == draw_key)
+            ).scalar_one()
+        )
+
+
+def test_draws_show_commitment_odds_cost_entries_and_stock(console_as: Console, demo_url: str) -> None:
+    entries = entries_of(demo_url, "coffee_wheel")
+    assert entries > 0
     client = console_as("viewer")
     html = client.get("/console/draws").text
     row = _row(html, "coffee_wheel")
@@ -407,7 +421,7 @@ def test_draws_show_commitment_odds_cost_entries_and_stock(console_as: Console) 
     assert "open" in row
     assert re.search(r'<code class="hash" title="[0-9a-f]{64}">', row)
     assert "revealed at close" in row
-    assert re.search(r">\s*14<br>", row)  # the demo's entries
+    assert re.search(rf">\s*{entries}<br>", row)
     page = client.get("/console/draws/coffee_wheel").text
     assert "possible once the seed is revealed" in page
     assert "an entry pays out" in page
@@ -415,13 +429,14 @@ def test_draws_show_commitment_odds_cost_entries_and_stock(console_as: Console) 
 
 
 def test_an_operator_closes_a_draw_and_its_record_verifies(console_as: Console, demo_url: str) -> None:
+    entries = entries_of(demo_url, "coffee_wheel")
     client = console_as("operator")
     token = csrf_of(client.get("/console/draws/coffee_wheel").text)
     reply = client.post("/console/draws/coffee_wheel/close", data={"csrf": token}, follow_redirects=False)
     assert reply.status_code == 303
     page = client.get(reply.headers["location"]).text
     assert "seed revealed" in page
-    assert re.search(r'<span class="badge on">verified</span> every one of the 14 entries', page)
+    assert re.search(rf'<span class="badge on">verified</span> every one of the {entries} entries', page)
     [entry] = audits(demo_url, "draw.close")
     assert entry.actor == "console:operator"
 
