@@ -32,7 +32,16 @@ from kinloop.services import members as member_svc
 from kinloop.services import tiers as tier_svc
 from kinloop.services.book import Book, _Ids, chunks
 from kinloop.services.programs import LoadedProgram
-from kinloop.store.bulk import Reads, deferred, flush_deferred, insert_rows, part_in, select_in, update_rows
+from kinloop.store.bulk import (
+    TOGETHER_UP_TO,
+    Reads,
+    deferred,
+    flush_deferred,
+    insert_rows,
+    part_in,
+    select_in,
+    update_rows,
+)
 from kinloop.store.db import is_sqlite
 from kinloop.store.tables import entries, events, members, tier_changes
 
@@ -208,7 +217,7 @@ def _book_events(
     loaded_rows: list[list[Any]] = [[] for _ in range(10)]
     subscribers: outbox.Subscribers | None = None
     for i, part in enumerate(chunks(pks) if pks else [[]]):
-        reads = Reads(conn)
+        reads = Reads(conn, together=len(part) <= TOGETHER_UP_TO)
         ask = [
             reads.add(book.balances_part(part)),
             *(reads.add(p) for p in member_svc.state_parts(conn, program, part, periods)),

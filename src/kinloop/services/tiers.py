@@ -263,6 +263,7 @@ class Realtime:
                 days = replace(
                     days,
                     columns=("member_pk", "sum(amount)"),
+                    kinds=("", ""),
                     rest=days.rest + f" AND currency = {m} GROUP BY member_pk",
                 )
             else:

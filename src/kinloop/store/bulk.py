@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from functools import cache
 from operator import itemgetter
 from typing import Any
@@ -320,16 +321,26 @@ def part_in(
     )
 
 
-def read_parts(conn: Connection, parts: Sequence[Part | None]) -> list[list[tuple[Any, ...]]]:
+# Above this many members, a batch's reads go one statement per part in the driver's own types:
+# decoding thousands of JSON rows (and building them in PostgreSQL) cost more than the few
+# extra round trips, which matter only for a single event.
+TOGETHER_UP_TO = 32
+
+
+def read_parts(conn: Connection, parts: Sequence[Part | None], *, together: bool = True) -> list[list[tuple[Any, ...]]]:
     """The rows of each part (an empty list for None), read in ONE statement: each part's rows
     become JSON arrays tagged with the part's index, joined by UNION ALL. A round trip to
-    PostgreSQL costs more than the JSON; SQLite saves its per-statement overhead too."""
+    PostgreSQL costs more than the JSON; SQLite saves its per-statement overhead too. With
+    `together=False`, one plain statement per part (for large reads); the rows are the same."""
     out: list[list[tuple[Any, ...]]] = [[] for _ in parts]
     asked = [(i, p) for i, p in enumerate(parts) if p is not None]
     if not asked:
         return out
-    dialect = conn.dialect.name
-    pg = dialect == "postgresql"
+    pg = conn.dialect.name == "postgresql"
+    if not together:
+        for i, p in asked:
+            out[i] = _read_plain(conn, p, pg)
+        return out
     array = "json_build_array" if pg else "json_array"
     selects = []
     params: list[Any] = []
@@ -350,11 +361,47 @@ def read_parts(conn: Connection, parts: Sequence[Part | None]) -> list[list[tupl
     return out
 
 
+def _read_plain(conn: Connection, part: Part, pg: bool) -> list[tuple[Any, ...]]:
+    """One part as its own statement, its values made what `read_parts` gives through JSON."""
+    sql = f"SELECT {', '.join(part.columns)} {part.rest}"
+    with driver_cursor(conn, sql) as cur:
+        cur.execute(sql, part.params)
+        rows = cur.fetchall()
+    kinds = (*part.kinds, *("",) * len(part.columns))[: len(part.columns)]
+    # Plain columns of no kind come as JSON gives them; expressions (sums) may not, on PostgreSQL.
+    convert = [(j, k) for j, (k, c) in enumerate(zip(kinds, part.columns, strict=True)) if k or (pg and "(" in c)]
+    if not convert:
+        return [tuple(r) for r in rows]
+    out = []
+    for r in rows:
+        values = list(r)
+        for j, k in convert:
+            if values[j] is not None:
+                values[j] = _from_driver(values[j], k, pg)
+        out.append(tuple(values))
+    return out
+
+
+def _from_driver(value: Any, kind: Kind, pg: bool) -> Any:
+    if kind == "ts":
+        stamp = datetime.fromisoformat(value) if isinstance(value, str) else value
+        return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
+    if kind == "json":  # psycopg decodes JSON columns itself; SQLite gives their text
+        return json.loads(value) if isinstance(value, str) and not pg else value
+    if kind == "bool":
+        return bool(value)
+    # An untyped expression as its JSON form reads back (PostgreSQL's sums come as Decimal).
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
 class Reads:
     """Parts gathered from several loaders, then read together in one statement (`read_parts`)."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, *, together: bool = True) -> None:
         self.conn = conn
+        self.together = together
         self.parts: list[Part | None] = []
         self.rows: list[list[tuple[Any, ...]]] = []
 
@@ -364,7 +411,7 @@ class Reads:
         return len(self.parts) - 1
 
     def run(self) -> None:
-        self.rows = read_parts(self.conn, self.parts)
+        self.rows = read_parts(self.conn, self.parts, together=self.together)
 
     def __getitem__(self, index: int) -> list[tuple[Any, ...]]:
         return self.rows[index]
