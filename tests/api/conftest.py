@@ -1,6 +1,6 @@
 """Fixtures for the HTTP API tests: an app on each backend with two programs and a key of each kind.
 
-The API reads the wall clock through `kinloop.clock.utcnow` in the routes and in the
+The API reads the wall clock through `kinloop.clock.utcnow` in the routes, the event batcher and the
 authentication dependency; these tests fix it at `NOW` so that replies are exact.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from kinloop.api import deps, leaderboards, mall, privileges, routes
+from kinloop.api import batching, deps, leaderboards, mall, privileges, routes
 from kinloop.api.app import create_app
 from kinloop.program.loader import parse_program
 from kinloop.services import keys, programs
@@ -105,6 +105,7 @@ class Api:
 @pytest.fixture
 def fixed_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(routes, "utcnow", lambda: NOW)
+    monkeypatch.setattr(batching, "utcnow", lambda: NOW)
     monkeypatch.setattr(deps, "utcnow", lambda: NOW)
     monkeypatch.setattr(privileges, "utcnow", lambda: NOW)
     monkeypatch.setattr(leaderboards, "utcnow", lambda: NOW)

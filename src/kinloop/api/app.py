@@ -31,6 +31,7 @@ from kinloop.api import (
     tiers,
     webhooks,
 )
+from kinloop.api.batching import EventBatcher
 from kinloop.api.deps import ApiState, BodyLimit
 from kinloop.api.routes import router
 from kinloop.store import migrate
@@ -92,6 +93,7 @@ def create_app(db: str | None = None, *, rate_limit: int | None = None, max_body
         writer=Lock() if sqlite else None,
         in_process=sqlite,
     )
+    app.state.kinloop.batcher = EventBatcher(app.state.kinloop)
     problems.install(app, pages=web_errors)
     app.add_middleware(BodyLimit, max_body=app.state.kinloop.max_body)
     app.add_middleware(metrics.Middleware)  # outermost: it times and counts every reply

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from anyio import CapacityLimiter, Lock, to_thread
 from fastapi import Depends, HTTPException, Request
@@ -19,6 +19,9 @@ from kinloop.services import keys, programs
 from kinloop.services.keys import Forbidden, Principal, Unauthorized
 from kinloop.services.programs import LoadedProgram
 from kinloop.store.tables import program_versions
+
+if TYPE_CHECKING:
+    from kinloop.api.batching import EventBatcher
 
 T = TypeVar("T")
 
@@ -45,6 +48,8 @@ class ApiState:
     # SQLite is a library in this process: opening, committing and closing take microseconds
     # and never wait (the pool never runs dry), so they run on the event loop, not in a thread.
     in_process: bool = False
+    # Group commit of posted events (api/batching.py); set by create_app.
+    batcher: EventBatcher | None = None
 
 
 def state(request: Request) -> ApiState:

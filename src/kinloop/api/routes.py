@@ -12,7 +12,7 @@ from pydantic import AwareDatetime
 from sqlalchemy import Connection
 
 from kinloop.api import metrics
-from kinloop.api.deps import Conn, ReadConn, member_visible, program_of, require, run
+from kinloop.api.deps import Conn, ReadConn, member_visible, program_of, require, run, state
 from kinloop.api.schemas import (
     NO_NUL,
     AdjustmentIn,
@@ -38,7 +38,7 @@ from kinloop.clock import utcnow
 from kinloop.domain.amounts import MAX_MINOR
 from kinloop.domain.errors import InvalidAmount
 from kinloop.services import explain as explain_svc
-from kinloop.services import growth_badges, ingest, keys, ledger, member_view, members, programs
+from kinloop.services import growth_badges, keys, ledger, member_view, members, programs
 from kinloop.services.keys import Principal
 
 router = APIRouter(prefix="/v1")
@@ -59,11 +59,15 @@ EventId = Annotated[str, Path(min_length=1, max_length=200, pattern=NO_NUL)]
     summary="Ingest one event, or a batch of up to 1,000",
     responses={422: {"description": "a single event that cannot be accepted"}},
 )
-async def post_events(request: Request, who: Ingest, conn: Conn, body: Annotated[EventIn | EventBatch, Body()]) -> Any:
+async def post_events(request: Request, who: Ingest, body: Annotated[EventIn | EventBatch, Body()]) -> Any:
     """Idempotent on `event_id`: a repeat returns the first result and awards nothing.
-    In a batch each event succeeds or fails on its own, failures with their index and reason."""
+    In a batch each event succeeds or fails on its own, failures with their index and reason.
+    Posts that arrive together are committed together (group commit); each reply comes after
+    its events are committed."""
     items = body.events if isinstance(body, EventBatch) else [body]
-    loaded, results = await run(request, _ingest, conn, who, [item.model_dump() for item in items])
+    batcher = state(request).batcher
+    assert batcher is not None  # create_app sets it
+    loaded, results = await batcher.ingest(who, [item.model_dump() for item in items])
     metrics.record_ingest(loaded.program, results)
     shaped = [r.as_json(loaded.program) for r in results]
     if isinstance(body, EventBatch):
@@ -78,13 +82,6 @@ async def post_events(request: Request, who: Ingest, conn: Conn, body: Annotated
     if only.error is not None:
         raise only.error
     return shaped[0]
-
-
-def _ingest(
-    conn: Connection, who: Principal, raws: list[dict[str, Any]]
-) -> tuple[programs.LoadedProgram, list[ingest.IngestResult]]:
-    loaded = program_of(conn, who)
-    return loaded, ingest.ingest(conn, loaded, raws, now=utcnow())
 
 
 @router.get("/events/{event_id}", summary="Why an event earned what it earned")
