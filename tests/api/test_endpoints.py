@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from kinloop.store.db import StatementCounter
 from kinloop.store.tables import audit_log, entries, members, program_versions
 from tests.api.conftest import PROBLEM, Api, assert_problem, event, row_counts
 from tests.conftest import EXAMPLES
@@ -703,3 +704,18 @@ def test_members_table_holds_nothing_for_refused_requests(api: Api) -> None:
     assert [r.status_code for r, _ in refused] == [status for _, status in refused]
     with api.engine.connect() as conn:
         assert conn.execute(select(members.c.member_id)).all() == []
+
+
+def test_a_member_read_checks_the_program_version_in_its_own_statement(api: Api) -> None:
+    """Once this process knows the active version, a read sends one statement (the member view
+    with the version check), not a lookup of the program first; on SQLite BEGIN and COMMIT too."""
+    api.post_event(event("order-1", "m1", 250))
+    api.client.get("/v1/members/nobody", headers=api.auth("read"))  # the key is checked (and kept) once
+    engine = api.client.app.state.kinloop.engine  # type: ignore[attr-defined]
+    with StatementCounter(engine) as counter:
+        r = api.client.get("/v1/members/m1", headers=api.auth("read"))
+    assert r.status_code == 200, r.text
+    selects = [s for s in counter.statements if s.lstrip().upper().startswith(("SELECT", "WITH"))]
+    assert len(selects) == 1
+    assert "program_versions" in selects[0]
+    assert "FROM balances" in selects[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
@@ -12,7 +13,7 @@ from pydantic import AwareDatetime
 from sqlalchemy import Connection
 
 from kinloop.api import metrics
-from kinloop.api.deps import Conn, ReadConn, member_visible, program_of, require, run, state
+from kinloop.api.deps import Conn, ReadConn, member_visible, program_of, recent_program, require, run, state
 from kinloop.api.schemas import (
     NO_NUL,
     AdjustmentIn,
@@ -123,7 +124,14 @@ async def get_member(request: Request, who: MemberRead, conn: ReadConn, member_i
 
 
 def _member(conn: Connection, who: Principal, member_id: str) -> dict[str, Any]:
-    return member_view.show(conn, program_of(conn, who), member_id, now=utcnow()).as_json()
+    now = utcnow()
+    recent = recent_program(who)
+    if recent is not None:
+        # The version seen last is checked in the member's own read: one statement, not two.
+        active, loaded = recent
+        with contextlib.suppress(member_view.ProgramChanged):
+            return member_view.show(conn, loaded, member_id, now=now, active=active).as_json()
+    return member_view.show(conn, program_of(conn, who), member_id, now=now).as_json()
 
 
 @router.put("/members/{member_id}", response_model=MemberOut, summary="Create or update a member's profile")

@@ -80,14 +80,32 @@ class MemberView:
         }
 
 
+class ProgramChanged(Exception):
+    """`show(..., active=...)` found another version of the program active than the one given."""
+
+
 def show(
-    conn: Connection, loaded: LoadedProgram, member_id: str, *, now: datetime, expiring_days: int = 30
+    conn: Connection,
+    loaded: LoadedProgram,
+    member_id: str,
+    *,
+    now: datetime,
+    expiring_days: int = 30,
+    active: tuple[int, str] | None = None,
 ) -> MemberView:
-    """Balances, tier, progress to the next tier and soon-expiring amounts of one member."""
+    """Balances, tier, progress to the next tier and soon-expiring amounts of one member.
+
+    With `active` (the version id and digest `loaded` was compiled from), the same statement
+    checks that this version is still the active one, and raises ProgramChanged if not: a
+    caller that remembers the version spares a statement of its own."""
     program = loaded.program
     reads = _Reads(conn, loaded.program_id, member_id)
     reads.add_parts(program, now, now + timedelta(days=expiring_days))
+    if active is not None:
+        reads.add_active()
     got = reads.run()
+    if active is not None and got["active"] != [active]:
+        raise ProgramChanged
     if not got["member"]:
         raise UnknownMember(f"no member {member_id!r} in this program", field="member_id")
     pk, _, tier_key, profile, created_at = got["member"][0]
@@ -244,6 +262,17 @@ class _Reads:
         else:
             self.skip("budgets")
         self.add("holds", holds, ("id", "currency", "amount", "expires_at", "reference"), " AND status = 'active'")
+
+    def add_active(self) -> None:
+        """The program's active version (id, digest)."""
+        self.names.append("active")
+        self.parts.append(
+            Part(
+                ("id", "digest"),
+                f"FROM program_versions WHERE program_id = {self.mark} AND active = {'true' if self.pg else '1'}",
+                self.member[:1],
+            )
+        )
 
     def run(self) -> dict[str, list[Any]]:
         return dict(zip(self.names, read_parts(self.conn, self.parts), strict=True))
