@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -47,7 +48,7 @@ class EventBatcher:
     def __init__(self, st: deps.ApiState, max_events: int = MAX_EVENTS) -> None:
         self.st = st
         self.max_events = max_events
-        self.queue: list[_Post] = []
+        self.queue: deque[_Post] = deque()
         self.draining: asyncio.Task[None] | None = None
         # One thread writes; the event loop meanwhile reads and queues the next posts.
         self.limiter = CapacityLimiter(1)
@@ -72,7 +73,7 @@ class EventBatcher:
         batch: list[_Post] = []
         n = 0
         while self.queue and (not batch or n + len(self.queue[0].raws) <= self.max_events):
-            post = self.queue.pop(0)
+            post = self.queue.popleft()
             batch.append(post)
             n += len(post.raws)
         return batch
