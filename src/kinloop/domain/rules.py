@@ -373,6 +373,8 @@ def _multiply(
             factors.append((Factor("campaign", c.key, c.name, c.multiplier), c))
     if boost.tier is not None and program.currencies[rule.currency].kind == "points":
         factors.append((boost.tier, None))
+    if not factors and rule.budget is None:
+        return outcome, award  # nothing multiplies or limits it
     base = award.amount
     policy = program.multipliers
     total = combine((f.value for f, _ in factors), policy)

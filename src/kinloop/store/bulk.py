@@ -448,16 +448,38 @@ def _array_type(table: Table, column: str, dialect: Any) -> str:
     return str(table.c[column].type.compile(dialect=dialect)).split(" COLLATE ")[0]
 
 
-def _columns(table: Table, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> tuple[list[Any], ...]:
-    """One list of values per column (JSON as its text), the parameters of `unnest`."""
+def _columns(table: Table, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+    """One array literal per column (JSON as its text), the parameters of `unnest`."""
     convs = _converters(table, tuple(columns), "postgresql")
     out = []
     for c, convert in zip(columns, convs, strict=True):
         values = [row[c] for row in rows]
         if convert is not None:
             values = [None if v is None else convert(v) for v in values]
-        out.append(values)
+        out.append(array_literal(values))
     return tuple(out)
+
+
+def array_literal(values: Sequence[Any]) -> str:
+    """PostgreSQL's text form of an array of these values, for a `%s::type[]` parameter.
+
+    psycopg adapts a list element by element in Python, with a pattern match on each to decide
+    its quoting: for the thousands of values of a batch's writes, a tenth of the batch's time.
+    Here every text is quoted (always valid), and numbers are written as they are."""
+    if all(type(v) is int for v in values):  # keys and amounts, the most common columns
+        return "{" + ",".join(map(str, values)) + "}"
+    parts = []
+    for v in values:
+        if v is None:
+            parts.append("NULL")
+        elif isinstance(v, bool):
+            parts.append("t" if v else "f")
+        elif isinstance(v, int):
+            parts.append(str(v))
+        else:
+            text = v.isoformat() if isinstance(v, datetime | date) else str(v)
+            parts.append('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return "{" + ",".join(parts) + "}"
 
 
 class _Queue:
