@@ -209,11 +209,13 @@ def select_in(
     sql = f"SELECT {', '.join(columns)} FROM {table.name} WHERE "
     if conn.dialect.name == "postgresql":
         # One array parameter: PostgreSQL plans `= ANY($1)` once, a long IN list every time.
-        params: list[Any] = [list(values)]
-        sql += f"{key} = ANY(%s)"
+        where, param = _any(conn, table, key, values)
+        sql += where
+        params: list[Any] = [param]
         if also is not None:
-            sql += f" AND {also[0]} = ANY(%s)"
-            params.append(list(also[1]))
+            where, param = _any(conn, table, also[0], also[1])
+            sql += " AND " + where
+            params.append(param)
     else:
         params = list(values)
         sql += f"{key} IN ({_placeholders(len(values), 'sqlite')})"
@@ -311,8 +313,9 @@ def part_in(
     params: list[Any] = []
     for column, given in conditions:
         if pg:
-            where.append(f"{column} = ANY(%s)")
-            params.append(list(given))
+            condition, param = _any(conn, table, column, given)
+            where.append(condition)
+            params.append(param)
         else:
             where.append(f"{column} IN ({_placeholders(len(given), 'sqlite')})")
             params += list(given)
@@ -444,6 +447,12 @@ def _arrays(conn: Connection, table: Table, columns: Sequence[str]) -> str:
     return ", ".join(f"%s::{_array_type(table, c, conn.dialect)}[]" for c in columns)
 
 
+def _any(conn: Connection, table: Table, column: str, values: Sequence[Any]) -> tuple[str, str]:
+    """`column = ANY(array)` on PostgreSQL, with its parameter (an array literal)."""
+    return f"{column} = ANY(%s::{_array_type(table, column, conn.dialect)}[])", array_literal(values)
+
+
+@cache  # compiling a type costs more than the rest of a small statement
 def _array_type(table: Table, column: str, dialect: Any) -> str:
     return str(table.c[column].type.compile(dialect=dialect)).split(" COLLATE ")[0]
 
