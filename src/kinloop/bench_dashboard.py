@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from sqlalchemy import Connection, Engine, Index, text
 
 from kinloop.bench import _engine_in, _progress, _targets
@@ -704,9 +705,10 @@ def run_dashboard_bench(
             with engine.begin() as conn:
                 operators.create(conn, "bench", "viewer", PASSWORD, now=now)
                 loaded = programs.active(conn, "dash_bench")
-            started = time.perf_counter()
-            dashboard_svc.refresh(engine, loaded, now=utcnow())
-            refresh_s = time.perf_counter() - started
+            with _refresh_bar(progress_console) as progress:
+                started = time.perf_counter()
+                dashboard_svc.refresh(engine, loaded, now=utcnow(), progress=progress)
+                refresh_s = time.perf_counter() - started
             started = time.perf_counter()
             with engine.connect() as conn:
                 counted = conn.execute(text("SELECT count(*) FROM entries")).scalar()
@@ -733,6 +735,25 @@ def run_dashboard_bench(
         "raw_rollup_ms": _ms(rollup_s),
         "ratio": round(raw_s * 1000 / timed["dashboard_ms"], 2) if timed["dashboard_ms"] else None,
     }
+
+
+@contextmanager
+def _refresh_bar(console: Console | None) -> Iterator[dashboard_svc.Progress | None]:
+    """A bar per rolled-up table while the refresh runs, on a terminal only (never with --json)."""
+    if console is None or not console.is_terminal:
+        yield None
+        return
+    with Progress(
+        TextColumn("refresh {task.description}"), BarColumn(), TimeElapsedColumn(), console=console, transient=True
+    ) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def progress(source: str, done: int, total: int) -> None:
+            if source not in tasks:
+                tasks[source] = bar.add_task(source, total=max(total, 1))
+            bar.update(tasks[source], completed=done, total=max(total, 1))
+
+        yield progress
 
 
 def _drop(url: str) -> None:
