@@ -1,19 +1,19 @@
 """`kinloop bench dashboard`: open the console's dashboard over a large store, beside its ceiling.
 
-A year of a coffee program is written in bulk straight through the driver (COPY on
-PostgreSQL): N members who buy and check in, earn Stars and Beans, spend Beans (some through
-mall orders), let unspent Beans expire after six months, climb tiers and use a privilege. Ids
-grow with time, as in a live store, and the ledger invariants hold (`kinloop verify` passes:
-balances are the sums of entries, lots the sums of their movements). Then the rollups are
-refreshed (timed), a server is started on 127.0.0.1 and a signed-in operator GETs
-`/console/dashboard` over HTTP: the first request (cold) and then `runs` more (warm; median and
-max). The ceiling is one `SELECT count(*)` over the entries of the same store, what any
-dashboard that reads the ledger itself must at least do; `ratio` = ceiling / median time.
+A year of a coffee program is written in bulk straight through the driver (binary COPY on
+PostgreSQL), its indexes and constraints built and checked after the load: N members who buy
+and check in, earn Stars and Beans, spend Beans (some through mall orders), let unspent Beans
+expire after six months, climb tiers and use a privilege. Ids grow with time, as in a live
+store, and the ledger invariants hold (`kinloop verify` passes: balances are the sums of
+entries, lots the sums of their movements). Then the rollups are refreshed (timed), a server
+is started on 127.0.0.1 and a signed-in operator GETs `/console/dashboard` over HTTP: the first
+request (cold) and then `runs` more (warm; median and max). The ceiling is one `SELECT count(*)`
+over the entries of the same store, what any dashboard that reads the ledger itself must at
+least do; `ratio` = ceiling / median time.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import socket
@@ -22,25 +22,25 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 from rich.console import Console
-from sqlalchemy import Connection, Engine, text
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from sqlalchemy import Connection, Engine, Index, text
 
-from kinloop.bench import _engine_in, _targets
+from kinloop.bench import _engine_in, _progress, _targets
 from kinloop.clock import utcnow
 from kinloop.program.loader import parse_program
 from kinloop.services import dashboard as dashboard_svc
 from kinloop.services import operators, programs
 from kinloop.store import migrate
 from kinloop.store.db import database_url, driver_cursor
-from kinloop.store.tables import entries as entries_table
-from kinloop.store.tables import events as events_table
-from kinloop.store.tables import lot_movements, lots
+from kinloop.store.tables import metadata
 
 SCHEMA = "kinloop_bench_dash"
 PASSWORD = "bench-password-1"
@@ -72,6 +72,7 @@ THRESHOLDS = (("green", 0), ("jade", 10), ("gold", 60))
 REWARDS = (("shot", "Extra shot", 25), ("pastry", "Pastry", 60), ("drink", "Any drink", 120), ("mug", "Mug", 250))
 DAYS = 365
 EXPIRE_DAYS = 182  # about six months: what the bench writes by hand, the program says `months: 6`
+EXPIRY = timedelta(days=EXPIRE_DAYS)
 FLUSH = 200_000  # entries per bulk write
 
 
@@ -82,39 +83,179 @@ def _free_port() -> int:
 
 
 class _Writer:
-    """Rows as tuples, written in bulk in the driver's own form (COPY on PostgreSQL)."""
+    """Rows as tuples, written in bulk in the driver's own form (binary COPY on PostgreSQL), on
+    the one connection of the load (its session is set up for bulk writes, see `_bulk_session`)."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.sqlite = engine.dialect.name == "sqlite"
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.sqlite = conn.dialect.name == "sqlite"
         self.pending: dict[str, tuple[Sequence[str], list[tuple[Any, ...]]]] = {}
+        self.types: dict[str, list[str]] = {}
 
     def stamp(self, at: datetime) -> Any:
         # What SQLAlchemy's SQLite DATETIME writes: naive UTC text.
         return at.isoformat(" ", "microseconds")[:26] if self.sqlite else at
 
+    def rows(self, table: str, columns: Sequence[str]) -> list[tuple[Any, ...]]:
+        """The list to append `table`'s rows to (the hot loop keeps it at hand); a flush
+        writes and empties it."""
+        return self.pending.setdefault(table, (columns, []))[1]
+
     def add(self, table: str, columns: Sequence[str], row: tuple[Any, ...]) -> None:
-        self.pending.setdefault(table, (columns, []))[1].append(row)
+        self.rows(table, columns).append(row)
 
     def flush(self, order: Iterable[str]) -> None:
-        with self.engine.begin() as conn:
+        with self.conn.begin():
             for table in order:
-                columns, rows = self.pending.pop(table, ((), []))
-                if rows:
-                    _write(conn, table, columns, rows, self.sqlite)
+                columns, rows = self.pending.get(table, ((), []))
+                if not rows:
+                    continue
+                if self.sqlite:
+                    _insert(self.conn, table, columns, rows)
+                else:
+                    if table not in self.types:
+                        self.types[table] = _copy_types(self.conn, table, columns)
+                    _copy(self.conn, table, columns, self.types[table], rows)
+                rows.clear()
 
 
-def _write(conn: Connection, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]], sqlite: bool) -> None:
-    names = ", ".join(columns)
-    if sqlite:
-        sql = f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})"
-        with driver_cursor(conn, sql) as cur:
-            cur.executemany(sql, rows)
-        return
-    sql = f"COPY {table} ({names}) FROM STDIN"
+def _insert(conn: Connection, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+    with driver_cursor(conn, sql) as cur:
+        cur.executemany(sql, rows)
+
+
+def _copy(
+    conn: Connection, table: str, columns: Sequence[str], types: Sequence[str], rows: list[tuple[Any, ...]]
+) -> None:
+    # Binary COPY with the column types given up front: psycopg then neither looks up a dumper
+    # for every value nor formats text, which had cost more than the server's work.
+    sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
     with driver_cursor(conn, sql) as cur, cur.copy(sql) as copy:
+        copy.set_types(types)
         for row in rows:
             copy.write_row(row)
+
+
+def _copy_types(conn: Connection, table: str, columns: Sequence[str]) -> list[str]:
+    """The PostgreSQL type of each column, as binary COPY needs them."""
+    rows = conn.execute(
+        text(
+            "SELECT a.attname, t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
+            " WHERE a.attrelid = CAST(:table AS regclass) AND a.attnum > 0 AND NOT a.attisdropped"
+        ),
+        {"table": table},
+    )
+    # json's binary form is its text, and the rows hold it as text already (jsonb would differ).
+    types = {name: "text" if typ == "json" else typ for name, typ in rows}
+    return [types[c] for c in columns]
+
+
+# The tables the bench fills in bulk. While they load they have no secondary indexes, and no
+# unique or foreign-key constraints on PostgreSQL (no foreign-key checks on SQLite); all are
+# put back, and so checked, once the rows are in, as pg_restore does: one index build or one
+# validating join per constraint costs far less than a B-tree insert or a trigger per row.
+LOADED = (
+    "members",
+    "events",
+    "entries",
+    "lots",
+    "lot_movements",
+    "orders",
+    "tier_changes",
+    "privilege_uses",
+    "balances",
+    "activity",
+)
+
+
+def _deferred_indexes() -> list[Index]:
+    return [ix for name in LOADED for ix in metadata.tables[name].indexes]
+
+
+def _pg_constraints(conn: Connection) -> list[tuple[str, str, str, str]]:
+    """(table, name, kind, definition) of the foreign-key and then unique constraints of LOADED."""
+    rows = conn.execute(
+        text(
+            "SELECT t.relname, c.conname, c.contype, pg_get_constraintdef(c.oid) FROM pg_constraint c"
+            " JOIN pg_class t ON t.oid = c.conrelid"
+            " WHERE t.relnamespace = current_schema()::regnamespace AND c.contype IN ('u', 'f')"
+            " AND t.relname = ANY(:tables) ORDER BY c.contype, t.relname, c.conname"
+        ),
+        {"tables": list(LOADED)},
+    )
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+@contextmanager
+def _bulk_session(conn: Connection) -> Iterator[None]:
+    """Session settings for the load on the bench's own throwaway store, put back after, so
+    that the refresh and the dashboard run on a store set up as usual.
+
+    PostgreSQL: a commit does not wait for its WAL to reach the disk (a crash could lose the
+    last commits of the load, never corrupt it), and index builds get memory to sort in.
+    SQLite: foreign-key checks are off (`_restore` checks them all at the end), commits do not
+    fsync, and the page cache is large enough for the indexes being written."""
+    if conn.dialect.name == "sqlite":
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        # Outside any transaction: SQLite ignores a foreign_keys PRAGMA inside one.
+        cache = driver.execute("PRAGMA cache_size").fetchone()[0]
+        driver.execute("PRAGMA foreign_keys=OFF")
+        driver.execute("PRAGMA synchronous=OFF")
+        driver.execute("PRAGMA cache_size=-262144")  # 256 MiB
+        try:
+            yield
+        finally:
+            driver.execute(f"PRAGMA cache_size={int(cache)}")
+            driver.execute("PRAGMA synchronous=NORMAL")  # what `connect` sets
+            driver.execute("PRAGMA foreign_keys=ON")
+        return
+    with conn.begin():
+        conn.execute(text("SET synchronous_commit = off"))
+        conn.execute(text("SET maintenance_work_mem = '256MB'"))
+    try:
+        yield
+    finally:
+        with conn.begin():
+            conn.execute(text("RESET synchronous_commit"))
+            conn.execute(text("RESET maintenance_work_mem"))
+
+
+def _strip(conn: Connection) -> list[tuple[str, str, str, str]]:
+    """Drop LOADED's secondary indexes (and on PostgreSQL its unique and foreign-key
+    constraints, foreign keys first); what `_restore` puts back."""
+    with conn.begin():
+        for ix in _deferred_indexes():
+            ix.drop(conn)
+        if conn.dialect.name == "sqlite":
+            return []
+        constraints = _pg_constraints(conn)
+        for table, name, _, _ in constraints:
+            conn.execute(text(f"ALTER TABLE {table} DROP CONSTRAINT {name}"))
+    return constraints
+
+
+def _restore(conn: Connection, constraints: list[tuple[str, str, str, str]], console: Console | None) -> None:
+    """Build the indexes and add back the constraints `_strip` dropped, each checked over all
+    rows (a violation fails the build); on SQLite, check every foreign key."""
+    indexes = _deferred_indexes()
+    # Unique constraints before the foreign keys: the reverse of `_strip`.
+    adds = [f"ALTER TABLE {table} ADD CONSTRAINT {name} {how}" for table, name, _, how in reversed(constraints)]
+    with conn.begin(), _progress(console, "indexes and constraints", len(indexes) + len(adds) + 1) as advance:
+        for ix in indexes:
+            ix.create(conn)
+            advance(1)
+        for sql in adds:
+            conn.execute(text(sql))
+            advance(1)
+        if conn.dialect.name == "sqlite":
+            sql = "PRAGMA foreign_key_check"
+            with driver_cursor(conn, sql) as cur:
+                broken = cur.execute(sql).fetchmany(5)
+            if broken:
+                raise RuntimeError(f"the bench wrote rows whose foreign keys do not hold: {broken}")
+        advance(1)
 
 
 EVENT_COLS = (
@@ -173,7 +314,7 @@ class _Member:
         self.balance = 0
         self.stars = 0
         self.tier = "green"
-        self.lots: deque[tuple[int, int, datetime, int, int]] = deque()  # id, amount, at, event, day
+        self.lots: deque[tuple[int, int, datetime, int, int, Any]] = deque()  # id, amount, at, event, day, stamp
         self.head = 0  # what is left of the first lot
         self.moves: list[tuple[int, int, int, int]] = []  # the first lot's movements, written with it
         self.last_day: dict[str, int] = {}
@@ -183,8 +324,26 @@ class _Member:
 def build(
     engine: Engine, *, members: int, entries: int, now: datetime, console: Console | None = None
 ) -> dict[str, int]:
-    """Write the members and a year of their activity, `entries` ledger entries in all."""
+    """Write the members and a year of their activity, `entries` ledger entries in all, into
+    an empty store of its own: if a check fails at the end, the store is left without some of
+    its indexes and constraints (the bench drops it anyway)."""
     rng = random.Random(6)
+    pid, vid, reward_ids = _program(engine, now)
+    start = now - timedelta(days=DAYS)
+    with engine.connect() as conn, _bulk_session(conn):
+        constraints = _strip(conn)
+        w = _Writer(conn)
+        people = _people(w, rng, members, start, pid)
+        with _progress(console, "a year of activity (days)", DAYS) as advance:
+            ids = _year(w, rng, people, reward_ids, program=(pid, vid), entries=entries, start=start, advance=advance)
+        _balances(w, people, start)
+        _restore(conn, constraints, console)
+        _finish(conn, people, ids)
+    return {"members": members, "entries": ids["entry"], "events": ids["event"], "orders": ids["order"]}
+
+
+def _program(engine: Engine, now: datetime) -> tuple[int, int, list[tuple[int, int]]]:
+    """Load the program and its rewards: (program id, version id, [(reward id, price)])."""
     with engine.begin() as conn:
         loaded = programs.load(conn, parse_program(PROGRAM), PROGRAM, now=now - timedelta(days=DAYS + 1)).loaded
         reward_ids = []
@@ -199,14 +358,11 @@ def build(
                 | {"at": now - timedelta(days=DAYS + 1)},
             )
             reward_ids.append((i, price))
-    pid, vid = loaded.program_id, loaded.version_id
-    # Secondary indexes are built once at the end: several times faster than row by row.
-    deferred = [ix for t in (events_table, entries_table, lots, lot_movements) for ix in t.indexes]
-    with engine.begin() as conn:
-        for ix in deferred:
-            ix.drop(conn)
-    w = _Writer(engine)
-    start = now - timedelta(days=DAYS)
+    return loaded.program_id, loaded.version_id, reward_ids
+
+
+def _people(w: _Writer, rng: random.Random, members: int, start: datetime, pid: int) -> list[_Member]:
+    """The members: when they join and, for a quarter of them, when they drift away."""
     people = []
     for pk in range(1, members + 1):
         joined = rng.randrange(0, DAYS - 30) if rng.random() < 0.6 else 0
@@ -219,9 +375,30 @@ def build(
             ("id", "program_id", "member_id", "tier", "profile", "created_at"),
             (pk, pid, f"m{pk:07d}", "green", "{}", stamp),
         )
+    return people
+
+
+def _year(
+    w: _Writer,
+    rng: random.Random,
+    people: list[_Member],
+    reward_ids: list[tuple[int, int]],
+    *,
+    program: tuple[int, int],
+    entries: int,
+    start: datetime,
+    advance: Callable[[int], None],
+) -> dict[str, int]:
+    """A year of events, entries, lots and their movements, orders, tier changes and privilege
+    uses, written as it goes; the last id of each."""
+    pid, vid = program
     ids = {"event": 0, "entry": 0, "move": 0, "order": 0, "tier": 0, "use": 0}
     written = 0
     expiring: dict[int, set[int]] = {}
+    entry_rows = w.rows("entries", ENTRY_COLS)
+    event_rows = w.rows("events", EVENT_COLS)
+    lot_rows = w.rows("lots", LOT_COLS)
+    move_rows = w.rows("lot_movements", MOVE_COLS)
 
     def entry(
         m: _Member,
@@ -231,16 +408,14 @@ def build(
         dst: str,
         kind: str,
         ev: int | None,
-        at: datetime,
+        s: Any,
         rule: str | None = None,
         key: str | None = None,
     ) -> int:
+        """Append an entry effective (and created) at the stamp `s`; its id."""
         ids["entry"] += 1
-        s = w.stamp(at)
-        w.add(
-            "entries",
-            ENTRY_COLS,
-            (ids["entry"], pid, m.pk, cur, amount, src, dst, kind, ev, rule, "rule" if rule else None, vid, key, s, s),
+        entry_rows.append(
+            (ids["entry"], pid, m.pk, cur, amount, src, dst, kind, ev, rule, "rule" if rule else None, vid, key, s, s)
         )
         return ids["entry"]
 
@@ -258,26 +433,11 @@ def build(
                 _close_lot(m)
 
     def _close_lot(m: _Member) -> None:
-        lot_id, lot_amount, at, ev, _ = m.lots.popleft()
-        w.add(
-            "lots",
-            LOT_COLS,
-            (
-                lot_id,
-                m.pk,
-                "beans",
-                lot_amount,
-                m.head,
-                "available",
-                w.stamp(at),
-                w.stamp(at + timedelta(days=EXPIRE_DAYS)),
-                ev,
-            ),
-        )
+        lot_id, lot_amount, at, ev, _, stamp = m.lots.popleft()
+        lot_rows.append((lot_id, m.pk, "beans", lot_amount, m.head, "available", stamp, w.stamp(at + EXPIRY), ev))
         # A lot is written once it is done with (spent, expired, or at the end), and its
         # movements after it: they refer to it.
-        for move in m.moves:
-            w.add("lot_movements", MOVE_COLS, move)
+        move_rows.extend(m.moves)
         m.moves = []
         m.head = m.lots[0][1] if m.lots else 0
 
@@ -290,7 +450,7 @@ def build(
             while m.lots and m.lots[0][4] + EXPIRE_DAYS <= day:
                 lot_id = m.lots[0][0]
                 amount = m.head
-                at = m.lots[0][2] + timedelta(days=EXPIRE_DAYS)
+                at = w.stamp(m.lots[0][2] + EXPIRY)
                 e = entry(m, "beans", amount, "available", "expiry", "expire", m.lots[0][3], at, key=f"expire:{lot_id}")
                 written += 1
                 ids["move"] += 1
@@ -303,7 +463,7 @@ def build(
         seconds = deque(sorted(rng.randrange(7 * 3600, 21 * 3600) for _ in range(max(1, (quota - written) // 2))))
         while written < quota or (day == DAYS - 1 and written < entries):
             sec = seconds.popleft() if seconds else 21 * 3600
-            m = people[rng.randrange(members)]
+            m = people[rng.randrange(len(people))]
             if not m.joined <= day < m.active_until:
                 continue
             at = base + timedelta(seconds=sec)
@@ -314,14 +474,15 @@ def build(
             if kind == "check_in" and m.last_day.get(kind) == day:
                 kind = "purchase"
             amount = rng.randrange(20, 121) if kind == "purchase" else 0
-            attrs = json.dumps({"amount": str(amount)}) if amount else "{}"
-            w.add("events", EVENT_COLS, (ev, pid, f"e{ev}", m.pk, kind, s, s, attrs, vid, "{}"))
+            # What json.dumps({"amount": str(amount)}) writes, without its cost per event.
+            attrs = f'{{"amount": "{amount}"}}' if amount else "{}"
+            event_rows.append((ev, pid, f"e{ev}", m.pk, kind, s, s, attrs, vid, "{}"))
             m.last_day[kind] = day
             m.counts[kind] = m.counts.get(kind, 0) + 1
             beans = amount // 10 if amount else 1
             stars = amount // 50
             if stars:
-                entry(m, "stars", stars, "issuance", "available", "earn", ev, at, "purchase_stars")
+                entry(m, "stars", stars, "issuance", "available", "earn", ev, s, "purchase_stars")
                 written += 1
                 m.stars += stars
                 reached = _tier(m.stars)
@@ -341,13 +502,13 @@ def build(
                 "available",
                 "earn",
                 ev,
-                at,
+                s,
                 "purchase_beans" if amount else "daily_check_in",
             )
             written += 1
             if not m.lots:
                 m.head = beans
-            m.lots.append((lot_id, beans, at, ev, day))
+            m.lots.append((lot_id, beans, at, ev, day, s))
             m.balance += beans
             expiring.setdefault(day + EXPIRE_DAYS, set()).add(m.pk)
             if m.tier == "gold" and kind == "purchase" and rng.random() < 0.1:
@@ -366,7 +527,7 @@ def build(
                         order = False
                     else:
                         spend = price
-                e = entry(m, "beans", spend, "available", "redemption", "spend", None, at)
+                e = entry(m, "beans", spend, "available", "redemption", "spend", None, s)
                 written += 1
                 take(m, spend, e)
                 m.balance -= spend
@@ -411,18 +572,21 @@ def build(
                     )
             if written >= entries:
                 break
-        if len(w.pending.get("entries", ((), []))[1]) >= FLUSH:
+        if len(entry_rows) >= FLUSH:
             w.flush(ORDER)
-        if console is not None and day % 30 == 0:
-            console.print(f"day {day}/{DAYS}: {written:,} entries", end="\r")
-    # What is left: open lots, balances, tiers and activity.
+        advance(1)
+    # What is left: the lots still open.
     for m in people:
         while m.lots:
             _close_lot(m)
     w.flush(ORDER)
-    for lo in range(0, members, 50_000):
-        part = people[lo : lo + 50_000]
-        for m in part:
+    return ids
+
+
+def _balances(w: _Writer, people: list[_Member], start: datetime) -> None:
+    """What the year left: balances and activity."""
+    for lo in range(0, len(people), 50_000):
+        for m in people[lo : lo + 50_000]:
             w.add("balances", ("member_pk", "currency", "available", "pending"), (m.pk, "beans", m.balance, 0))
             if m.stars:
                 w.add("balances", ("member_pk", "currency", "available", "pending"), (m.pk, "stars", m.stars, 0))
@@ -433,29 +597,35 @@ def build(
                     (m.pk, kind, m.counts[kind], (start + timedelta(days=last)).date().toordinal(), 1),
                 )
         w.flush(("balances", "activity"))
-    with engine.begin() as conn:
-        for ix in deferred:
-            ix.create(conn)
+
+
+def _finish(conn: Connection, people: list[_Member], ids: dict[str, int]) -> None:
+    """Members' tiers; on PostgreSQL the sequences past the ids written, and fresh statistics."""
+    with conn.begin():
         for tier, _ in THRESHOLDS:
             pks = [m.pk for m in people if m.tier == tier and tier != "green"]
             for i in range(0, len(pks), 5000):
                 chunk = ",".join(map(str, pks[i : i + 5000]))
                 conn.execute(text(f"UPDATE members SET tier = '{tier}' WHERE id IN ({chunk})"))
-        if not w.sqlite:
-            tops = {
-                "members": members,
-                "events": ids["event"],
-                "entries": ids["entry"],
-                "lot_movements": ids["move"],
-                "orders": ids["order"],
-                "tier_changes": ids["tier"],
-                "privilege_uses": ids["use"],
-                "rewards": len(REWARDS),
-            }
-            for name, top in tops.items():
-                conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), {max(top, 1)})"))
-            conn.execute(text("ANALYZE"))
-    return {"members": members, "entries": ids["entry"], "events": ids["event"], "orders": ids["order"]}
+        if conn.dialect.name == "sqlite":
+            return
+        tops = {
+            "members": len(people),
+            "events": ids["event"],
+            "entries": ids["entry"],
+            "lot_movements": ids["move"],
+            "orders": ids["order"],
+            "tier_changes": ids["tier"],
+            "privilege_uses": ids["use"],
+            "rewards": len(REWARDS),
+        }
+        for name, top in tops.items():
+            conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), {max(top, 1)})"))
+        # Every table of the bench's schema, and nothing of the database's other schemas.
+        names = conn.execute(
+            text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1")
+        ).scalars()
+        conn.execute(text(f"ANALYZE {', '.join(names)}"))
 
 
 def _tier(stars: int) -> str:
@@ -535,9 +705,10 @@ def run_dashboard_bench(
             with engine.begin() as conn:
                 operators.create(conn, "bench", "viewer", PASSWORD, now=now)
                 loaded = programs.active(conn, "dash_bench")
-            started = time.perf_counter()
-            dashboard_svc.refresh(engine, loaded, now=utcnow())
-            refresh_s = time.perf_counter() - started
+            with _refresh_bar(progress_console) as progress:
+                started = time.perf_counter()
+                dashboard_svc.refresh(engine, loaded, now=utcnow(), progress=progress)
+                refresh_s = time.perf_counter() - started
             started = time.perf_counter()
             with engine.connect() as conn:
                 counted = conn.execute(text("SELECT count(*) FROM entries")).scalar()
@@ -564,6 +735,25 @@ def run_dashboard_bench(
         "raw_rollup_ms": _ms(rollup_s),
         "ratio": round(raw_s * 1000 / timed["dashboard_ms"], 2) if timed["dashboard_ms"] else None,
     }
+
+
+@contextmanager
+def _refresh_bar(console: Console | None) -> Iterator[dashboard_svc.Progress | None]:
+    """A bar per rolled-up table while the refresh runs, on a terminal only (never with --json)."""
+    if console is None or not console.is_terminal:
+        yield None
+        return
+    with Progress(
+        TextColumn("refresh {task.description}"), BarColumn(), TimeElapsedColumn(), console=console, transient=True
+    ) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def progress(source: str, done: int, total: int) -> None:
+            if source not in tasks:
+                tasks[source] = bar.add_task(source, total=max(total, 1))
+            bar.update(tasks[source], completed=done, total=max(total, 1))
+
+        yield progress
 
 
 def _drop(url: str) -> None:
