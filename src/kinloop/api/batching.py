@@ -86,18 +86,20 @@ class EventBatcher:
             except Exception as exc:
                 if len(batch) == 1:
                     _settle(batch[0], exc)
-                    return
-                outcomes = None
-            if outcomes is None:  # each on its own: only the post at fault fails
-                for post in batch:
-                    try:
-                        [outcome] = await to_thread.run_sync(_book, st, [post], limiter=self.limiter)
-                    except Exception as exc:
-                        _settle(post, exc)
-                    else:
-                        _settle(post, outcome)
+                else:  # each on its own: only the post at fault fails
+                    for post in batch:
+                        await self._write_alone(post)
                 return
         for post, outcome in zip(batch, outcomes, strict=True):
+            _settle(post, outcome)
+
+    async def _write_alone(self, post: _Post) -> None:
+        """One post in a transaction of its own (the caller holds the writer lock)."""
+        try:
+            [outcome] = await to_thread.run_sync(_book, self.st, [post], limiter=self.limiter)
+        except Exception as exc:
+            _settle(post, exc)
+        else:
             _settle(post, outcome)
 
 

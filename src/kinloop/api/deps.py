@@ -232,8 +232,8 @@ _ACTIVE = select(program_versions.c.id, program_versions.c.digest).where(
     program_versions.c.program_id == bindparam("program_id"), program_versions.c.active.is_(True)
 )
 _loaded: dict[tuple[int, int, str], LoadedProgram] = {}
-# The version of each program this process last found active, with its (id, digest).
-_recent: dict[int, tuple[tuple[int, str], LoadedProgram]] = {}
+# The key in `_loaded` of the version of each program this process last found active.
+_recent: dict[int, tuple[int, int, str]] = {}
 
 
 def program_of(conn: Connection, who: Principal) -> LoadedProgram:
@@ -247,15 +247,16 @@ def program_of(conn: Connection, who: Principal) -> LoadedProgram:
         found = programs.active_by_id(conn, who.program_id)  # or UnknownProgram
         if key is not None and found.version_id == key[1]:
             _loaded[key] = found
-    if key is not None and found.version_id == key[1]:
-        _recent[who.program_id] = ((key[1], key[2]), found)
+    if key is not None and _loaded.get(key) is found:
+        _recent[who.program_id] = key
     return found
 
 
 def recent_program(who: Principal) -> tuple[tuple[int, str], LoadedProgram] | None:
     """The version of the caller's program last found active here, to be checked by the caller
     in its own read (None before the first `program_of`)."""
-    return _recent.get(who.program_id)
+    key = _recent.get(who.program_id)
+    return None if key is None else ((key[1], key[2]), _loaded[key])
 
 
 def member_visible(who: Principal, member_id: str) -> None:

@@ -364,7 +364,7 @@ def read_parts(conn: Connection, parts: Sequence[Part | None], *, together: bool
         values = json.loads(r) if isinstance(r, str) else r
         kinds = by_index[i].kinds
         if kinds:
-            values = [_from_json(v, k, pg) if k and v is not None else v for v, k in zip(values, kinds, strict=False)]
+            values = [_typed(v, k, pg) if k and v is not None else v for v, k in zip(values, kinds, strict=False)]
         out[i].append(tuple(values))
     return out
 
@@ -375,7 +375,7 @@ def _read_plain(conn: Connection, part: Part, pg: bool) -> list[tuple[Any, ...]]
     with driver_cursor(conn, sql) as cur:
         cur.execute(sql, part.params)
         rows = cur.fetchall()
-    kinds = (*part.kinds, *("",) * len(part.columns))[: len(part.columns)]
+    kinds = part.kinds or ("",) * len(part.columns)
     # Plain columns of no kind come as JSON gives them; expressions (sums) may not, on PostgreSQL.
     convert = [(j, k) for j, (k, c) in enumerate(zip(kinds, part.columns, strict=True)) if k or (pg and "(" in c)]
     if not convert:
@@ -385,12 +385,13 @@ def _read_plain(conn: Connection, part: Part, pg: bool) -> list[tuple[Any, ...]]
         values = list(r)
         for j, k in convert:
             if values[j] is not None:
-                values[j] = _from_driver(values[j], k, pg)
+                values[j] = _typed(values[j], k, pg)
         out.append(tuple(values))
     return out
 
 
-def _from_driver(value: Any, kind: Kind, pg: bool) -> Any:
+def _typed(value: Any, kind: Kind, pg: bool) -> Any:
+    """A value read through JSON or from the driver, as the callers of `read_parts` get it."""
     if kind == "ts":
         stamp = datetime.fromisoformat(value) if isinstance(value, str) else value
         return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
@@ -423,17 +424,6 @@ class Reads:
 
     def __getitem__(self, index: int) -> list[tuple[Any, ...]]:
         return self.rows[index]
-
-
-def _from_json(value: Any, kind: Kind, pg: bool) -> Any:
-    if kind == "ts":
-        stamp = datetime.fromisoformat(value)
-        return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
-    if kind == "json":
-        return json.loads(value) if isinstance(value, str) and not pg else value
-    if kind == "bool":
-        return bool(value)
-    return value
 
 
 # --- writes of a block in one statement (PostgreSQL) -------------------------------------------
