@@ -427,20 +427,12 @@ def serve(
     """Serve the HTTP API (docs at /docs, schema at /openapi.json)."""
     import os
 
-    import uvicorn
+    from kinloop.api import serve as server
 
     open_engine(db)  # refuse to start on a database that is not initialised
     os.environ["KINLOOP_DATABASE_URL"] = database_url(db)
     err.print(f"kinloop API on http://{host}:{port} (docs: http://{host}:{port}/docs), {workers} worker(s)")
-    uvicorn.run(
-        "kinloop.api.app:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="warning",
-        access_log=False,
-    )
+    server.run(host=host, port=port, workers=workers)
 
 
 @keys_app.command("create")

@@ -246,6 +246,12 @@ class NotInitialised(KinloopError):
     code = "not_initialised"
 
 
+class AddressInUse(KinloopError):
+    """`kinloop serve` cannot listen on the address asked for."""
+
+    code = "address_in_use"
+
+
 # --- draws, red envelopes, shared goals ---
 
 
