@@ -97,6 +97,7 @@ def create_app(db: str | None = None, *, rate_limit: int | None = None, max_body
     problems.install(app, pages=web_errors)
     app.add_middleware(BodyLimit, max_body=app.state.kinloop.max_body)
     app.add_middleware(metrics.Middleware)  # outermost: it times and counts every reply
+
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:  # async: answering costs no thread
         return {"status": "alive"}

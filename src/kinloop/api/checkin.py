@@ -5,22 +5,18 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter
 from pydantic import AfterValidator, BaseModel, Field
 
-from kinloop.api.deps import Conn, ReadConn, program_of, require
-from kinloop.api.schemas import NO_NUL, Model, _in_calendar
+from kinloop.api.deps import Conn, Ingest, Read, ReadConn, program_of
+from kinloop.api.schemas import MemberId, Model, _in_calendar
 from kinloop.clock import utcnow
 from kinloop.domain.errors import InvalidInput
 from kinloop.domain.events import parse_timestamp
 from kinloop.services import campaigns as campaign_svc
 from kinloop.services import checkin as checkin_svc
-from kinloop.services.keys import Principal
 
 router = APIRouter(prefix="/v1")
-Ingest = Annotated[Principal, Depends(require("ingest"))]
-Read = Annotated[Principal, Depends(require("read"))]
-MemberId = Annotated[str, Path(min_length=1, max_length=200, pattern=NO_NUL)]
 
 
 class CheckinIn(Model):

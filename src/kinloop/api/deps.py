@@ -225,6 +225,13 @@ _verbs = {
     "admin": "do this (admin only)",
 }
 
+# The callers an endpoint admits, by what they may do (see ALLOWED).
+Read = Annotated[Principal, Depends(require("read"))]
+MemberRead = Annotated[Principal, Depends(require("member_read"))]
+MemberAct = Annotated[Principal, Depends(require("member_act"))]
+Ingest = Annotated[Principal, Depends(require("ingest"))]
+Admin = Annotated[Principal, Depends(require("admin"))]
+
 
 # Which version of a program is active, without its source (kilobytes of YAML), as a statement
 # built once: building and running the full query was a tenth of a single-event request.

@@ -6,22 +6,26 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Path
 from pydantic import AwareDatetime, Field
 
-from kinloop.api.deps import Conn, ReadConn, member_visible, program_of, require
+from kinloop.api.deps import (
+    Admin,
+    Conn,
+    MemberAct,
+    MemberRead,
+    Read,
+    ReadConn,
+    member_visible,
+    program_of,
+)
 from kinloop.api.routes import number
 from kinloop.api.schemas import NO_NUL, Id, Model
 from kinloop.clock import utcnow
 from kinloop.domain.draws import Guarantee
 from kinloop.services import draws
-from kinloop.services.keys import Principal
 
 router = APIRouter()
-Admin = Annotated[Principal, Depends(require("admin"))]
-Read = Annotated[Principal, Depends(require("read"))]
-Viewer = Annotated[Principal, Depends(require("member_read"))]
-Actor = Annotated[Principal, Depends(require("member_act"))]
 Key = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
 DrawKey = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
 Amount = str | int
@@ -116,12 +120,12 @@ def create_draw(who: Admin, conn: Conn, body: DrawIn) -> Any:
 
 
 @router.get("/v1/draws", summary="The program's draws, with odds, stock and expected cost")
-def list_draws(who: Viewer, conn: ReadConn) -> Any:
+def list_draws(who: MemberRead, conn: ReadConn) -> Any:
     return draws.listing(conn, program_of(conn, who), now=utcnow())
 
 
 @router.get("/v1/draws/{draw_key}", summary="One draw")
-def get_draw(who: Viewer, conn: ReadConn, draw_key: DrawKey) -> Any:
+def get_draw(who: MemberRead, conn: ReadConn, draw_key: DrawKey) -> Any:
     return draws.show(conn, program_of(conn, who), draw_key, now=utcnow())
 
 
@@ -135,7 +139,7 @@ def put_odds(who: Admin, conn: Conn, draw_key: DrawKey, body: OddsIn) -> Any:
 
 
 @router.post("/v1/draws/{draw_key}/entries", summary="Enter a draw for a member")
-def enter(who: Actor, conn: Conn, draw_key: DrawKey, body: EntryIn) -> Any:
+def enter(who: MemberAct, conn: Conn, draw_key: DrawKey, body: EntryIn) -> Any:
     """Pays the cost in points and draws the prize at once; idempotent on `entry_key`."""
     member_visible(who, body.member_id)
     loaded = program_of(conn, who)
@@ -149,7 +153,7 @@ def close_draw(who: Admin, conn: Conn, draw_key: DrawKey) -> Any:
 
 
 @router.get("/v1/draws/{draw_key}/record", summary="The public record: commitment, seed once closed, every entry")
-def draw_record(who: Viewer, conn: ReadConn, draw_key: DrawKey) -> Any:
+def draw_record(who: MemberRead, conn: ReadConn, draw_key: DrawKey) -> Any:
     """Enough to recompute every result (see the scheme in the draw); members appear as opaque handles."""
     return draws.record(conn, program_of(conn, who), draw_key, now=utcnow())
 

@@ -6,24 +6,28 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 from pydantic import Field
 
-from kinloop.api.deps import Conn, ReadConn, member_visible, program_of, require
+from kinloop.api.deps import (
+    Admin,
+    Conn,
+    MemberAct,
+    MemberRead,
+    Read,
+    ReadConn,
+    member_visible,
+    program_of,
+)
 from kinloop.api.problems import problem
 from kinloop.api.routes import number
 from kinloop.api.schemas import NO_NUL, Id, Model, Reason
 from kinloop.clock import utcnow
 from kinloop.domain.errors import NotFound
 from kinloop.services import envelopes
-from kinloop.services.keys import Principal
 
 router = APIRouter()
-Admin = Annotated[Principal, Depends(require("admin"))]
-Read = Annotated[Principal, Depends(require("read"))]
-Viewer = Annotated[Principal, Depends(require("member_read"))]
-Actor = Annotated[Principal, Depends(require("member_act"))]
 # A member's envelope key has no colon: keys with one are the program's own (birthday:..., ...).
 MEMBER_KEY = r"^[A-Za-z0-9_.\-]+$"
 EnvelopeKey = Annotated[str, Field(min_length=1, max_length=120, pattern=MEMBER_KEY)]
@@ -57,7 +61,7 @@ class CompensationIn(Model):
 
 
 @router.post("/v1/envelopes", status_code=201, summary="Send a red envelope")
-def send(who: Actor, conn: Conn, body: EnvelopeIn) -> Any:
+def send(who: MemberAct, conn: Conn, body: EnvelopeIn) -> Any:
     """Daily limits, fee and currency follow the program's `envelopes` section; no self-transfer."""
     member_visible(who, body.from_member)
     loaded = program_of(conn, who)
@@ -79,7 +83,7 @@ def send(who: Actor, conn: Conn, body: EnvelopeIn) -> Any:
 
 
 @router.get("/v1/envelopes/{envelope_key}", summary="One envelope and its claims")
-def get_envelope(who: Viewer, conn: ReadConn, envelope_key: EnvelopePath) -> Any:
+def get_envelope(who: MemberRead, conn: ReadConn, envelope_key: EnvelopePath) -> Any:
     """A member token sees group envelopes (shared to be claimed) and the ones it sent, received or claimed."""
     view = envelopes.view(conn, program_of(conn, who), envelope_key, now=utcnow())
     if who.scope == "member" and view["kind"] != "group":
@@ -90,7 +94,7 @@ def get_envelope(who: Viewer, conn: ReadConn, envelope_key: EnvelopePath) -> Any
 
 
 @router.post("/v1/envelopes/{envelope_key}/claims", summary="Claim a share of a group envelope")
-def claim(who: Actor, conn: Conn, envelope_key: EnvelopePath, body: ClaimIn) -> Any:
+def claim(who: MemberAct, conn: Conn, envelope_key: EnvelopePath, body: ClaimIn) -> Any:
     """One claim per member (a repeat returns it); after the window the envelope closes and
     its rest goes back to the sender (that change is kept; the claim gets a 409)."""
     member_visible(who, body.member_id)

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Path
 from pydantic import Field
 
-from kinloop.api.deps import Conn, ReadConn, member_visible, program_of, require
+from kinloop.api.deps import (
+    Admin,
+    Conn,
+    MemberAct,
+    MemberRead,
+    Read,
+    ReadConn,
+    member_visible,
+    program_of,
+)
 from kinloop.api.routes import number
 from kinloop.api.schemas import NO_NUL, Id, Model
 from kinloop.clock import utcnow
 from kinloop.services import goals
-from kinloop.services.keys import Principal
 
 router = APIRouter()
-Admin = Annotated[Principal, Depends(require("admin"))]
-Read = Annotated[Principal, Depends(require("read"))]
-Viewer = Annotated[Principal, Depends(require("member_read"))]
-Actor = Annotated[Principal, Depends(require("member_act"))]
 Key = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
 GoalKey = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
 
@@ -55,17 +59,17 @@ def create_goal(who: Admin, conn: Conn, body: GoalIn) -> Any:
 
 
 @router.get("/v1/goals", summary="The program's shared goals, with progress and donors")
-def list_goals(who: Viewer, conn: ReadConn) -> Any:
+def list_goals(who: MemberRead, conn: ReadConn) -> Any:
     return goals.listing(conn, program_of(conn, who))
 
 
 @router.get("/v1/goals/{goal_key}", summary="One goal: progress, donors, milestones")
-def get_goal(who: Viewer, conn: ReadConn, goal_key: GoalKey) -> Any:
+def get_goal(who: MemberRead, conn: ReadConn, goal_key: GoalKey) -> Any:
     return goals.show(conn, program_of(conn, who), goal_key)
 
 
 @router.post("/v1/goals/{goal_key}/donations", summary="Donate points to a goal")
-def donate(who: Actor, conn: Conn, goal_key: GoalKey, body: DonationIn) -> Any:
+def donate(who: MemberAct, conn: Conn, goal_key: GoalKey, body: DonationIn) -> Any:
     """Final and public; at most what the round still misses is taken."""
     member_visible(who, body.member_id)
     return goals.donate(

@@ -5,20 +5,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
-from kinloop.api.deps import ReadConn, member_visible, program_of, require
-from kinloop.api.schemas import NO_NUL
+from kinloop.api.deps import MemberRead, ReadConn, member_visible, program_of
+from kinloop.api.schemas import NO_NUL, MemberId
 from kinloop.clock import utcnow
 from kinloop.services import leaderboards
-from kinloop.services.keys import Principal
 
 router = APIRouter(prefix="/v1/leaderboards")
 # Reading boards is open to whoever may read a member: read keys and member tokens.
-Reader = Annotated[Principal, Depends(require("member_read"))]
 BoardKey = Annotated[str, Path(min_length=1, max_length=64, pattern=NO_NUL)]
-MemberId = Annotated[str, Path(min_length=1, max_length=200, pattern=NO_NUL)]
 PeriodQuery = Annotated[
     str | None,
     Query(
@@ -67,7 +64,7 @@ class StandingOut(Head):
 
 @router.get("/{key}", response_model=BoardOut, summary="A leaderboard's top N")
 def get_board(
-    who: Reader,
+    who: MemberRead,
     conn: ReadConn,
     key: BoardKey,
     period: PeriodQuery = None,
@@ -81,7 +78,9 @@ def get_board(
 
 
 @router.get("/{key}/members/{member_id}", response_model=StandingOut, summary="A member's rank on a leaderboard")
-def get_standing(who: Reader, conn: ReadConn, key: BoardKey, member_id: MemberId, period: PeriodQuery = None) -> Any:
+def get_standing(
+    who: MemberRead, conn: ReadConn, key: BoardKey, member_id: MemberId, period: PeriodQuery = None
+) -> Any:
     """In the member's own group on grouped boards."""
     member_visible(who, member_id)
     loaded = program_of(conn, who)

@@ -6,14 +6,23 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from kinloop.api.deps import Conn, ReadConn, member_visible, program_of, require
+from kinloop.api.deps import (
+    Admin,
+    Conn,
+    Ingest,
+    MemberRead,
+    Read,
+    ReadConn,
+    member_visible,
+    program_of,
+)
 from kinloop.api.problems import problem
 from kinloop.api.routes import number
-from kinloop.api.schemas import NO_NUL, Expiring, IdempotencyKey, Model
+from kinloop.api.schemas import NO_NUL, Expiring, IdempotencyKey, MemberId, Model
 from kinloop.clock import utcnow
 from kinloop.domain.errors import HoldExpired, InvalidInput, NotFound
 from kinloop.domain.orders import Action
@@ -23,14 +32,9 @@ from kinloop.services import holds, mall, member_view, members, orders
 from kinloop.services.keys import Principal
 
 router = APIRouter(prefix="/v1")
-Read = Annotated[Principal, Depends(require("read"))]
-MemberRead = Annotated[Principal, Depends(require("member_read"))]
-Ingest = Annotated[Principal, Depends(require("ingest"))]
-Admin = Annotated[Principal, Depends(require("admin"))]
 RewardKey = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 OrderId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 HoldId = Annotated[int, Path(ge=1, le=2**63 - 1)]
-MemberId = Annotated[str, Path(min_length=1, max_length=200, pattern=NO_NUL)]
 Text = Annotated[str, Field(max_length=200, pattern=NO_NUL)]
 Amount = Annotated[str | int, Field(examples=[120, "120"])]
 

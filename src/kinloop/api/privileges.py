@@ -5,20 +5,16 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
-from kinloop.api.deps import Conn, ReadConn, program_of, require
-from kinloop.api.schemas import NO_NUL, Model
+from kinloop.api.deps import Conn, Ingest, Read, ReadConn, program_of
+from kinloop.api.schemas import NO_NUL, MemberId, Model
 from kinloop.clock import utcnow
 from kinloop.domain.errors import InvalidInput
 from kinloop.services import privileges
-from kinloop.services.keys import Principal
 
 router = APIRouter(prefix="/v1")
-Read = Annotated[Principal, Depends(require("read"))]
-Ingest = Annotated[Principal, Depends(require("ingest"))]
-MemberId = Annotated[str, Path(min_length=1, max_length=200, pattern=NO_NUL)]
 PrivilegeKey = Annotated[str, Path(min_length=1, max_length=64, pattern=NO_NUL)]
 
 

@@ -8,21 +8,34 @@ from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Request
+from fastapi import APIRouter, Body, Query, Request
 from pydantic import AwareDatetime
 from sqlalchemy import Connection
 
 from kinloop.api import metrics
-from kinloop.api.deps import Conn, ReadConn, member_visible, program_of, recent_program, require, run, state
+from kinloop.api.deps import (
+    Admin,
+    Conn,
+    Ingest,
+    MemberRead,
+    Read,
+    ReadConn,
+    member_visible,
+    program_of,
+    recent_program,
+    run,
+    state,
+)
 from kinloop.api.schemas import (
-    NO_NUL,
     AdjustmentIn,
     BatchResult,
     DiffOut,
     EventBatch,
+    EventId,
     EventIn,
     EventResult,
     LedgerPage,
+    MemberId,
     MemberOut,
     MovementOut,
     ProfileIn,
@@ -43,14 +56,7 @@ from kinloop.services import growth_badges, keys, ledger, member_view, members, 
 from kinloop.services.keys import Principal
 
 router = APIRouter(prefix="/v1")
-Read = Annotated[Principal, Depends(require("read"))]
-MemberRead = Annotated[Principal, Depends(require("member_read"))]
-Ingest = Annotated[Principal, Depends(require("ingest"))]
-Admin = Annotated[Principal, Depends(require("admin"))]
-Minter = Annotated[Principal, Depends(require("ingest"))]
 # Ids as the database stores them: at most 200 characters, no NUL.
-MemberId = Annotated[str, Path(min_length=1, max_length=200, pattern=NO_NUL)]
-EventId = Annotated[str, Path(min_length=1, max_length=200, pattern=NO_NUL)]
 
 
 # --- events ---------------------------------------------------------------------------------
@@ -196,7 +202,7 @@ def spend(who: Ingest, conn: Conn, member_id: MemberId, body: SpendIn) -> Any:
 
 
 @router.post("/members/{member_id}/tokens", response_model=TokenOut, summary="Mint a member token")
-def mint(who: Minter, conn: Conn, member_id: MemberId, body: TokenIn | None = None) -> Any:
+def mint(who: Ingest, conn: Conn, member_id: MemberId, body: TokenIn | None = None) -> Any:
     """A short-lived token with which the member's own app may read that member and nothing else."""
     loaded = program_of(conn, who)
     members.get(conn, loaded.program_id, member_id)

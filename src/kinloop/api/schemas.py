@@ -5,10 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 
 # Text that is stored in a text column: PostgreSQL cannot store NUL characters.
 NO_NUL = r"^[^\x00]*$"
+# Ids in paths, as the store keeps them.
+MemberId = Annotated[str, Path(min_length=1, max_length=200, pattern=NO_NUL)]
+EventId = Annotated[str, Path(min_length=1, max_length=200, pattern=NO_NUL)]
 Id = Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)]
 Reason = Annotated[str, Field(min_length=1, max_length=500, pattern=NO_NUL)]
 IdempotencyKey = Annotated[str | None, Field(max_length=200, pattern=NO_NUL)]

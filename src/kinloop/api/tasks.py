@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from kinloop.api.deps import ReadConn, program_of, require
+from kinloop.api.deps import Admin, ReadConn, program_of
 from kinloop.domain.errors import NotFound
 from kinloop.services import growth_badges
-from kinloop.services.keys import Principal
 
 router = APIRouter(prefix="/v1/program/tasks")
-Admin = Annotated[Principal, Depends(require("admin"))]
 
 
 class TaskStat(BaseModel):

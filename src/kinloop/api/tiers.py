@@ -4,20 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter
 from pydantic import AwareDatetime, BaseModel, Field
 
-from kinloop.api.deps import Conn, ReadConn, member_visible, program_of, require
-from kinloop.api.schemas import NO_NUL, Model, Reason
+from kinloop.api.deps import (
+    Admin,
+    Conn,
+    Ingest,
+    MemberRead,
+    ReadConn,
+    member_visible,
+    program_of,
+)
+from kinloop.api.schemas import NO_NUL, MemberId, Model, Reason
 from kinloop.clock import utcnow
 from kinloop.services import tiers as tier_svc
-from kinloop.services.keys import Principal
 
 router = APIRouter(prefix="/v1/members/{member_id}", tags=["tiers"])
-Ingest = Annotated[Principal, Depends(require("ingest"))]
-Admin = Annotated[Principal, Depends(require("admin"))]
-MemberRead = Annotated[Principal, Depends(require("member_read"))]
-MemberId = Annotated[str, Path(min_length=1, max_length=200, pattern=NO_NUL)]
 TierKey = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
 
 

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, get_args
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
-from kinloop.api.deps import Conn, ReadConn, require
-from kinloop.api.schemas import Model
+from kinloop.api.deps import Admin, Conn, ReadConn
+from kinloop.api.schemas import NO_NUL, Model
 from kinloop.clock import utcnow
 from kinloop.services import webhooks
-from kinloop.services.keys import Principal
 
 router = APIRouter(prefix="/v1/webhooks")
-Admin = Annotated[Principal, Depends(require("admin"))]
 WebhookId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 Kind = Literal[
     "award.created",
@@ -31,7 +29,6 @@ Kind = Literal[
     "order.refunded",
     "goal.reached",
 ]
-NO_NUL = r"^[^\x00]*$"  # PostgreSQL cannot store NUL characters in text
 
 SIGNING = """Every message is a JSON `POST` of `{"id", "kind", "created_at", "program", "data"}` with
 the headers `kinloop-message-id` (the message's idempotency id, the same as `id`: delivery is
