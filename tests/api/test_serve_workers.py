@@ -137,3 +137,17 @@ def test_a_taken_address_is_one_clear_error(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "address_in_use" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("setting", ["KINLOOP_RATE_LIMIT", "KINLOOP_POOL_SIZE"])
+@pytest.mark.parametrize("value", ["many", "0", "-3"])
+def test_a_bad_setting_is_refused_before_serving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str, value: str
+) -> None:
+    db = f"sqlite:///{tmp_path / 'k.db'}"
+    assert CliRunner().invoke(cli, ["init", "examples/coffee.yaml", "--db", db]).exit_code == 0
+    monkeypatch.setenv(setting, value)
+    result = CliRunner().invoke(cli, ["serve", "--db", db, "--port", str(_free_port())])
+    assert result.exit_code == 2
+    assert setting in result.output
+    assert "Traceback" not in result.output

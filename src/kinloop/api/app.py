@@ -34,6 +34,7 @@ from kinloop.api import (
 from kinloop.api.batching import EventBatcher
 from kinloop.api.deps import ApiState, BodyLimit
 from kinloop.api.routes import router
+from kinloop.domain.errors import InvalidInput
 from kinloop.store import migrate
 from kinloop.store.db import connect, database_url, readonly
 from kinloop.web import errors as web_errors
@@ -45,6 +46,11 @@ DEFAULT_MAX_BODY = 2 * 1024 * 1024
 # a writer waiting for another process's write lock (the writer queue lets one through at a
 # time) leaves a thread to the readers.
 SQLITE_THREADS = 2
+# Connections a worker keeps open on PostgreSQL (KINLOOP_POOL_SIZE), and how many more it may
+# open at a peak and close again. Workers times both must stay under the server's
+# max_connections (100 by default).
+PG_POOL_SIZE = 20
+PG_POOL_OVERFLOW = 20
 
 DESCRIPTION = """
 kinloop's HTTP API for brands' apps and partner platforms: send what members do, read where
@@ -59,6 +65,29 @@ Errors are RFC 9457 problem details (`application/problem+json`) with a stable `
 """
 
 
+ENV_SETTINGS = {"KINLOOP_RATE_LIMIT": DEFAULT_RATE_LIMIT, "KINLOOP_POOL_SIZE": PG_POOL_SIZE}
+
+
+def env_int(name: str, default: int) -> int:
+    """A positive whole number from the environment, or `default` when unset."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InvalidInput(f"{name} must be a whole number greater than 0, not {raw!r}", field=name)
+    return value
+
+
+def check_env() -> None:
+    """Refuse bad settings before any worker starts (each would fail on its own otherwise)."""
+    for name, default in ENV_SETTINGS.items():
+        env_int(name, default)
+
+
 def create_app(db: str | None = None, *, rate_limit: int | None = None, max_body: int | None = None) -> FastAPI:
     """Build the application for a database URL (`--db`, `KINLOOP_DATABASE_URL`, or the default)."""
     url = database_url(db)
@@ -69,6 +98,12 @@ def create_app(db: str | None = None, *, rate_limit: int | None = None, max_body
         if make_url(url).database not in (None, "", ":memory:"):
             # Connections are opened on the event loop, which must never wait for the pool.
             options["max_overflow"] = -1
+    else:
+        # As many kept connections as requests in flight: SQLAlchemy's default (5, and 10 more
+        # opened and closed again) made every request beyond the fifth start a PostgreSQL
+        # backend and end it, a few milliseconds each.
+        options["pool_size"] = env_int("KINLOOP_POOL_SIZE", PG_POOL_SIZE)
+        options["max_overflow"] = PG_POOL_OVERFLOW
     engine = connect(url, **options)
 
     @asynccontextmanager
@@ -88,7 +123,7 @@ def create_app(db: str | None = None, *, rate_limit: int | None = None, max_body
     app.state.kinloop = ApiState(
         engine=engine,
         reader=readonly(engine),
-        rate_limit=rate_limit or int(os.environ.get("KINLOOP_RATE_LIMIT", DEFAULT_RATE_LIMIT)),
+        rate_limit=rate_limit or env_int("KINLOOP_RATE_LIMIT", DEFAULT_RATE_LIMIT),
         max_body=max_body or DEFAULT_MAX_BODY,
         writer=Lock() if sqlite else None,
         in_process=sqlite,

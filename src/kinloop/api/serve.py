@@ -50,6 +50,9 @@ def reuse_port_socket(family: int, address: tuple[str, int]) -> socket.socket:
 
 def run(*, host: str, port: int, workers: int) -> None:
     """Serve the API from the environment's database on host:port with `workers` processes."""
+    from kinloop.api.app import check_env  # the application, only once it is to be served
+
+    check_env()
     options: dict[str, Any] = {"factory": True, "log_level": "warning", "access_log": False}
     if workers == 1 or not reuse_port_supported():
         uvicorn.run(APP, host=host, port=port, workers=workers, **options)
