@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import io
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+from rich.console import Console
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from kinloop.bench import EXAMPLES, generate
 from kinloop.cli.app import app
+from kinloop.demo import run_demo
 from kinloop.program.loader import parse_program
 from kinloop.services import programs
 from kinloop.services.verify import verify
 from kinloop.store.db import connect
+from kinloop.store.tables import members
 
 runner = CliRunner()
 
@@ -80,3 +87,30 @@ def test_bench_generator_is_deterministic_and_uses_every_event_type() -> None:
     assert first == list(generate(500, seed=3))
     assert {e["type"] for e in first} == {"purchase", "check_in", "review", "share", "referral", "profile_completed"}
     assert len({e["event_id"] for e in first}) == 500
+
+
+@pytest.mark.parametrize("weekday", range(7))
+@pytest.mark.parametrize("days", [1, 2])
+def test_a_short_demo_works_whatever_the_day(tmp_path: Path, weekday: int, days: int) -> None:
+    """Over a day or two not every member acts (fewer still at a weekend): the demo shows and
+    serves only members that exist, on every day of the week."""
+    now = datetime(2026, 12, 7, 12, tzinfo=UTC) + timedelta(days=weekday)  # a Monday, onwards
+    quiet = Console(file=io.StringIO())
+    shown = io.StringIO()
+    summary = run_demo(
+        f"sqlite:///{tmp_path / 'demo.db'}",
+        members_n=20,
+        days=days,
+        seed=1,
+        console=Console(file=shown, width=200),
+        progress_console=quiet,
+        clock=lambda: now,
+    )
+    assert summary["members"] >= 1
+    engine = connect(f"sqlite:///{tmp_path / 'demo.db'}")
+    with engine.connect() as conn:
+        known = set(conn.execute(select(members.c.member_id)).scalars())
+    engine.dispose()
+    listed = {line.split(":")[0].strip() for line in shown.getvalue().splitlines() if line.startswith("  member-")}
+    assert listed
+    assert listed <= known

@@ -199,6 +199,7 @@ def run_demo(
     rng = random.Random(seed)
     people = _population(rng, members_n, start, days)
     redeemed = refunded = 0
+    active: set[str] = set()  # members who did something: over a few quiet days, not all did
     with Progress(
         TextColumn("simulating {task.fields[day]}"),
         BarColumn(),
@@ -212,6 +213,7 @@ def run_demo(
             day = start + timedelta(days=index)
             end_of_day = datetime.combine(day, time(23, 59), tzinfo=UTC)
             evs = _day_events(rng, people, day, index, days)
+            active.update(e["member_id"] for e in evs)
             with engine.begin() as conn:
                 ingest.ingest(conn, loaded, evs, now=end_of_day)
                 redeemed += _redeem(conn, loaded, rng, people, day, end_of_day)
@@ -221,7 +223,8 @@ def run_demo(
         ledger.expire(conn, loaded, now=clock())
     with engine.connect() as conn:
         summary = summarise(conn, loaded)
-        samples = [member_view.show(conn, loaded, m.member_id, now=clock()) for m in _samples(people)]
+        shown = _samples([m for m in people if m.member_id in active])
+        samples = [member_view.show(conn, loaded, m.member_id, now=clock()) for m in shown]
     _print(console, loaded, summary, samples, url, redeemed, refunded, days, members_n)
     outlets = seed_outlets(engine, loaded, [m.member_id for m in people], seed=seed, now=clock())
     console.print("outlets: " + ", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in outlets.items()))
