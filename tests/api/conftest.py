@@ -6,6 +6,7 @@ authentication dependency; these tests fix it at `NOW` so that replies are exact
 
 from __future__ import annotations
 
+import socket
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,6 +38,14 @@ TEA_SOURCE = (
     .replace("key: coffee\n", "key: tea\n", 1)
     .replace("name: Coffee Club\n", "name: Tea House\n", 1)
 )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 def load_tea(engine: Engine) -> LoadedProgram:

@@ -18,18 +18,12 @@ from typer.testing import CliRunner
 
 from kinloop.api import serve as server
 from kinloop.cli.app import app as cli
+from tests.api.conftest import free_port
 
 pytestmark = pytest.mark.skipif(
     not server.reuse_port_supported() or not Path("/proc/net/tcp").exists(), reason="needs SO_REUSEPORT and /proc"
 )
 STARTUP_TIMEOUT = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _sockets_on(port: int, state: str) -> set[str]:
@@ -75,7 +69,7 @@ def served(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     db = f"sqlite:///{tmp_path / 'k.db'}"
     result = CliRunner().invoke(cli, ["init", "examples/coffee.yaml", "--db", db])
     assert result.exit_code == 0, result.output
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "serve.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "kinloop", "serve", "--db", db, "--port", str(port), "--workers", "2"],
@@ -147,7 +141,7 @@ def test_a_bad_setting_is_refused_before_serving(
     db = f"sqlite:///{tmp_path / 'k.db'}"
     assert CliRunner().invoke(cli, ["init", "examples/coffee.yaml", "--db", db]).exit_code == 0
     monkeypatch.setenv(setting, value)
-    result = CliRunner().invoke(cli, ["serve", "--db", db, "--port", str(_free_port())])
+    result = CliRunner().invoke(cli, ["serve", "--db", db, "--port", str(free_port())])
     assert result.exit_code == 2
     assert setting in result.output
     assert "Traceback" not in result.output

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +32,7 @@ from kinloop.services import verify as verify_svc
 from kinloop.store import migrate
 from kinloop.store.db import connect
 from kinloop.store.tables import balances, entries, events, members
+from tests.api.conftest import free_port
 from tests.conftest import load_coffee_with_capped_check_in
 
 pytestmark = pytest.mark.postgres
@@ -44,13 +44,6 @@ STARTUP_TIMEOUT = 60.0
 RUN_TIMEOUT = 120.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def server(db_url: str, engine: Engine, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """`kinloop serve --workers 2` on the test's PostgreSQL database: (base URL, ingest key)."""
@@ -60,7 +53,7 @@ def server(db_url: str, engine: Engine, tmp_path: Path) -> Iterator[tuple[str, s
     coffee = load_coffee_with_capped_check_in(engine)
     with engine.begin() as conn:
         key, _ = keys.create(conn, coffee.program_id, "ingest", name="workers test", now=utcnow())
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "serve.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "kinloop", "serve", "--db", db_url, "--port", str(port), "--workers", "2"],
