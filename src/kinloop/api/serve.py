@@ -16,6 +16,7 @@ listens: it holds the address, and the kernel gives connections only to listenin
 from __future__ import annotations
 
 import socket
+import sys
 from typing import Any
 
 import uvicorn
@@ -27,8 +28,9 @@ APP = "kinloop.api.app:app_from_env"
 
 
 def reuse_port_supported() -> bool:
-    """Whether this system can give each worker a listening socket of its own."""
-    return hasattr(socket, "SO_REUSEPORT")
+    """Whether this system spreads connections over several listening sockets of one address
+    (Linux does; the BSDs and macOS accept SO_REUSEPORT but give one socket everything)."""
+    return sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
 
 
 class _PerWorkerSocket(socket.socket):
