@@ -22,8 +22,8 @@ from kinloop.api.deps import (
     ReadConn,
     member_visible,
     program_of,
+    read_transaction,
     recent_program,
-    run,
     state,
 )
 from kinloop.api.schemas import (
@@ -124,9 +124,9 @@ def number(value: str | int) -> Decimal:
 
 # --- members --------------------------------------------------------------------------------
 @router.get("/members/{member_id}", response_model=MemberOut, summary="Balances, tier and progress")
-async def get_member(request: Request, who: MemberRead, conn: ReadConn, member_id: MemberId) -> Any:
+async def get_member(request: Request, who: MemberRead, member_id: MemberId) -> Any:
     member_visible(who, member_id)
-    return await run(request, _member, conn, who, member_id)
+    return await read_transaction(request, _member, who, member_id)
 
 
 def _member(conn: Connection, who: Principal, member_id: str) -> dict[str, Any]:
