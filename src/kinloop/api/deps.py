@@ -95,8 +95,8 @@ async def read_transaction(request: Request, fn: Callable[..., T], *args: Any) -
     """`fn(conn, *args)` in a read-only transaction of its own, opened and ended around it: for
     the hottest read, cheaper than a `ReadConn` dependency (FastAPI's exit stack for it cost a
     tenth of a member read on SQLite)."""
-    st = state(request)
-    return await _call(st, st.opening, _read_now, st.reader, fn, *args)  # type: ignore[no-any-return]
+    # In an endpoint's thread (on PostgreSQL), not the opening ones: a read is not an opening.
+    return await run(request, _read_now, state(request).reader, fn, *args)
 
 
 def _read_now(engine: Engine, fn: Callable[..., T], *args: Any) -> T:
