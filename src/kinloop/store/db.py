@@ -129,37 +129,29 @@ def reserve_ids(conn: Connection, table: Table, n: int, *, above: int = 0) -> li
     """
     if n == 0:
         return []
-    if is_sqlite(conn):
-        # Safe because the transaction holds SQLite's single write lock (BEGIN IMMEDIATE).
-        sql = f"SELECT max(id) FROM {table.name}"
-        with driver_cursor(conn, sql) as cur:
-            top = cur.execute(sql).fetchone()[0] or 0
-        start = max(top, above) + 1
-        return list(range(start, start + n))
-    # One row holding all the ids: fetching n rows costs more than drawing n values.
-    sql = f"SELECT {_next_ids(table)} FROM generate_series(1, %s)"
+    column, rest, params = reserve_ids_sql(conn, table, n)
+    sql = f"SELECT {column} {rest}"
     with driver_cursor(conn, sql) as cur:
-        cur.execute(sql, (n,))
-        return list(cur.fetchone()[0])
+        cur.execute(sql, params)
+        return reserved_ids(conn, cur.fetchone()[0], n, above=above)
 
 
 def reserve_ids_sql(conn: Connection, table: Table, n: int) -> tuple[str, str, tuple[Any, ...]]:
     """`reserve_ids` as the (column, rest of query, parameters) of a read to join with others;
     its one row's value goes to `reserved_ids`."""
     if is_sqlite(conn):
+        # The highest id: safe because the transaction holds SQLite's single write lock
+        # (BEGIN IMMEDIATE). On PostgreSQL one row holds all the ids: fetching n rows costs
+        # more than drawing n values.
         return "max(id)", f"FROM {table.name}", ()
-    return _next_ids(table), "FROM generate_series(1, %s)", (n,)
+    # The sequence as a constant: `pg_get_serial_sequence` in the call was looked up again for
+    # every id drawn (9 ms for 2,000 ids instead of 1 ms).
+    return f"array_agg(nextval('{serial_sequence(table)}'::regclass))", "FROM generate_series(1, %s)", (n,)
 
 
 def serial_sequence(table: Table) -> str:
     """The name PostgreSQL gave the sequence of `table`'s serial `id` (found via search_path)."""
     return f"{table.name}_id_seq"
-
-
-def _next_ids(table: Table) -> str:
-    # The sequence as a constant: `pg_get_serial_sequence` in the call was looked up again for
-    # every id drawn (9 ms for 2,000 ids instead of 1 ms).
-    return f"array_agg(nextval('{serial_sequence(table)}'::regclass))"
 
 
 def reserved_ids(conn: Connection, value: Any, n: int, *, above: int = 0) -> list[int]:
