@@ -218,6 +218,19 @@ def test_an_unknown_member_is_404(api: Api) -> None:
     assert body["field"] == "member_id"
 
 
+def test_each_read_sees_what_was_committed_before_it_even_after_a_failed_read(api: Api) -> None:
+    """Reads share a kept connection on SQLite: each must end its transaction, failed or not,
+    or the next would read an old snapshot (or none)."""
+    read = api.auth("read")
+    api.post_event(event("first", "m1", 100))
+    assert api.client.get("/v1/members/m1", headers=read).json()["balances"]["stars"] == 2
+    assert_problem(api.client.get("/v1/members/nobody", headers=read), 404, "unknown_member")
+    api.post_event(event("second", "m1", 500))
+    assert api.client.get("/v1/members/m1", headers=read).json()["balances"]["stars"] == 12
+    api.post_event(event("third", "m2", 50))
+    assert api.client.get("/v1/members/m2", headers=read).json()["balances"]["stars"] == 1
+
+
 def test_put_creates_or_replaces_a_profile(api: Api) -> None:
     profile = {
         "display_name": "Ada",

@@ -111,6 +111,7 @@ def create_app(db: str | None = None, *, rate_limit: int | None = None, max_body
         if sqlite:
             to_thread.current_default_thread_limiter().total_tokens = SQLITE_THREADS
         yield
+        _app.state.kinloop.close()
 
     app = FastAPI(
         lifespan=lifespan,
