@@ -245,7 +245,7 @@ ALLOWED: dict[str, set[str]] = {
 }
 
 
-def require(action: str) -> Callable[[Principal], Awaitable[Principal]]:
+def require(action: str) -> Callable[[Request], Awaitable[Principal]]:
     """A dependency admitting callers whose scope allows `action` (read, member_read, ingest, admin)."""
 
     # The caller found here, not through a dependency of its own: FastAPI's resolving of a
