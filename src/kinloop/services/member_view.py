@@ -23,7 +23,7 @@ from kinloop.services import tiers as tier_svc
 from kinloop.services.holds import holds_json
 from kinloop.services.members import json_amount
 from kinloop.services.programs import LoadedProgram
-from kinloop.store.bulk import Part, kinds_of, read_parts, sqlite_datetime
+from kinloop.store.bulk import Part, Union, kinds_of, read_union, sqlite_datetime, union_of
 from kinloop.store.tables import (
     activity,
     balances,
@@ -99,11 +99,19 @@ def show(
     checks that this version is still the active one, and raises ProgramChanged if not: a
     caller that remembers the version spares a statement of its own."""
     program = loaded.program
-    reads = _Reads(conn, loaded.program_id, member_id)
-    reads.add_parts(program, now, now + timedelta(days=expiring_days))
-    if active is not None:
-        reads.add_active()
-    got = reads.run()
+    pg = conn.dialect.name == "postgresql"
+    showcase = growth_badges.showcase_periods(program, now) if program.badges and program.counters is not None else []
+    tasks = growth_badges.task_periods(program, now) if program.tasks else []
+    plan = _plan(program, pg, active is not None, len(showcase), len(tasks))
+    horizon = now + timedelta(days=expiring_days)
+    filled = {
+        _PROGRAM: loaded.program_id,
+        _MEMBER: member_id,
+        _HORIZON: horizon if pg else sqlite_datetime(horizon),
+        _SHOWCASE: showcase,
+        _TASKS: tasks,
+    }
+    got = dict(zip(plan.names, read_union(conn, plan.union, plan.params_with(filled)), strict=True))
     if active is not None and got["active"] != [active]:
         raise ProgramChanged
     if not got["member"]:
@@ -173,22 +181,66 @@ def _tier_view(
     return tier_svc.view_of(loaded, row, now, standing, days, anniversary)
 
 
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    """A parameter of the member view's statement filled in per read: a value, or the
+    `index`th of a list (a list of values stays one parameter on PostgreSQL)."""
+
+    name: str
+    index: int | None = None
+
+
+_PROGRAM, _MEMBER, _HORIZON = _Slot("program"), _Slot("member"), _Slot("horizon")
+_SHOWCASE, _TASKS = _Slot("showcase"), _Slot("tasks")
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    program: Program  # held, so that the id it is cached under stays its own
+    names: tuple[str, ...]
+    union: Union
+
+    def params_with(self, filled: Mapping[_Slot, Any]) -> list[Any]:
+        out = []
+        for p in self.union.params:
+            if type(p) is _Slot:
+                p = filled[p] if p.index is None else filled[_Slot(p.name)][p.index]
+            out.append(p)
+        return out
+
+
+# Built once per program version, store and shape: building the statement was a tenth of a read.
+_plans: dict[tuple[int, bool, bool, int, int], _Plan] = {}
+
+
+def _plan(program: Program, pg: bool, active: bool, showcase: int, tasks: int) -> _Plan:
+    key = (id(program), pg, active, showcase, tasks)
+    found = _plans.get(key)
+    if found is None or found.program is not program:
+        reads = _Reads(pg)
+        reads.add_parts(program, showcase, tasks)
+        if active:
+            reads.add_active()
+        found = _plans[key] = _Plan(program, tuple(reads.names), union_of(reads.parts, pg))
+    return found
+
+
 class _Reads:
     """The reads of the member view, as parts of ONE statement (`read_parts`): each finds the
-    member by its id through a subquery, so none waits for another's result."""
+    member by its id through a subquery, so none waits for another's result. Their parameters
+    are slots, filled in per read (`_Plan.params_with`)."""
 
-    def __init__(self, conn: Connection, program_id: int, member_id: str) -> None:
-        self.conn = conn
-        self.pg = conn.dialect.name == "postgresql"
+    def __init__(self, pg: bool) -> None:
+        self.pg = pg
         self.mark = "%s" if self.pg else "?"
-        self.member = (program_id, member_id)
+        self.member = (_PROGRAM, _MEMBER)
         self.names: list[str] = []
         self.parts: list[Part | None] = []
 
-    def among(self, column: str, values: list[Any]) -> tuple[str, list[Any]]:
+    def among(self, column: str, values: _Slot, n: int) -> tuple[str, list[Any]]:
         if self.pg:
             return f"{column} = ANY(%s)", [values]
-        return f"{column} IN ({', '.join('?' * len(values))})", values
+        return f"{column} IN ({', '.join('?' * n)})", [_Slot(values.name, i) for i in range(n)]
 
     def add(self, name: str, table: Table, columns: tuple[str, ...], where: str = "", *params: Any) -> None:
         """Rows of the member in `table`, with more conditions in `where` (and their parameters)."""
@@ -201,7 +253,8 @@ class _Reads:
         self.names.append(name)
         self.parts.append(None)
 
-    def add_parts(self, program: Program, now: datetime, horizon: datetime) -> None:
+    def add_parts(self, program: Program, showcase: int, tasks: int) -> None:
+        """Every part, for `showcase` counter periods and `tasks` task periods."""
         m = self.mark
         columns = ("id", "member_id", "tier", "profile", "created_at")
         self.names.append("member")
@@ -232,23 +285,27 @@ class _Reads:
                 lots,
                 ("currency", "remaining", "expires_at"),
                 f" AND remaining > 0 AND expires_at IS NOT NULL AND expires_at <= {m} AND status = 'available'",
-                horizon if self.pg else sqlite_datetime(horizon),
+                _HORIZON,
             )
         if program.badges and program.counters is not None:
             self.add("badges", member_badges, ("badge", "level", "awarded_at"))
-            where, params = self.among("period", growth_badges.showcase_periods(program, now))
+            where, params = self.among("period", _SHOWCASE, showcase)
             self.add("counters", member_counters, ("period", "event_type", "count", "totals"), " AND " + where, *params)
             self.add("activity", activity, ("event_type", "count", "last_day", "streak"))
         else:
             for name in ("badges", "counters", "activity"):
                 self.skip(name)
         if program.tasks:
-            where, params = self.among("period", growth_badges.task_periods(program, now))
+            where, params = self.among("period", _TASKS, tasks)
             self.add("tasks", task_progress, ("task", "period", "count", "completed_at"), " AND " + where, *params)
         else:
             self.skip("tasks")
         if program.privileges:
-            where, params = self.among("privilege", sorted({p.key for p in program.privileges}))
+            keys = sorted({p.key for p in program.privileges})
+            if self.pg:
+                where, params = "privilege = ANY(%s)", [keys]
+            else:
+                where, params = f"privilege IN ({', '.join('?' * len(keys))})", keys
             self.add("uses", privilege_uses, ("privilege", "used_at"), " AND " + where, *params)
         else:
             self.skip("uses")
@@ -258,7 +315,7 @@ class _Reads:
             self.skip("checkin")
         if program.campaigns and program.budget_keys:
             self.names.append("budgets")
-            self.parts.append(Part(("key", "spent"), f"FROM campaign_budgets WHERE program_id = {m}", self.member[:1]))
+            self.parts.append(Part(("key", "spent"), f"FROM campaign_budgets WHERE program_id = {m}", (_PROGRAM,)))
         else:
             self.skip("budgets")
         self.add("holds", holds, ("id", "currency", "amount", "expires_at", "reference"), " AND status = 'active'")
@@ -270,12 +327,9 @@ class _Reads:
             Part(
                 ("id", "digest"),
                 f"FROM program_versions WHERE program_id = {self.mark} AND active = {'true' if self.pg else '1'}",
-                self.member[:1],
+                (_PROGRAM,),
             )
         )
-
-    def run(self) -> dict[str, list[Any]]:
-        return dict(zip(self.names, read_parts(self.conn, self.parts), strict=True))
 
 
 # Built once: building the statement cost as much as running it.

@@ -340,29 +340,53 @@ def read_parts(conn: Connection, parts: Sequence[Part | None], *, together: bool
     become JSON arrays tagged with the part's index, joined by UNION ALL. A round trip to
     PostgreSQL costs more than the JSON; SQLite saves its per-statement overhead too. With
     `together=False`, one plain statement per part (for large reads); the rows are the same."""
-    out: list[list[tuple[Any, ...]]] = [[] for _ in parts]
-    asked = [(i, p) for i, p in enumerate(parts) if p is not None]
-    if not asked:
-        return out
     pg = conn.dialect.name == "postgresql"
-    if not together:
-        for i, p in asked:
+    if together:
+        union = union_of(parts, pg)
+        return read_union(conn, union, union.params)
+    out: list[list[tuple[Any, ...]]] = [[] for _ in parts]
+    for i, p in enumerate(parts):
+        if p is not None:
             out[i] = _read_plain(conn, p, pg)
-        return out
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Union:
+    """Parts as the one statement `read_parts` sends: built once, it can be run again with
+    other parameters of the same shape (`read_union`)."""
+
+    sql: str
+    params: tuple[Any, ...]
+    kinds: tuple[tuple[Kind, ...], ...]  # by the part's index
+    size: int  # parts, None ones included
+
+
+def union_of(parts: Sequence[Part | None], pg: bool) -> Union:
+    """The statement reading `parts` together (see `read_parts`)."""
     array = "json_build_array" if pg else "json_array"
     selects = []
     params: list[Any] = []
-    for i, p in asked:
-        selects.append(f"SELECT * FROM (SELECT {i} AS part, {array}({', '.join(p.columns)}) AS r {p.rest}) AS p{i}")
-        params += p.params
-    sql = "\nUNION ALL\n".join(selects)
-    with driver_cursor(conn, sql) as cur:
-        cur.execute(sql, tuple(params))
+    for i, p in enumerate(parts):
+        if p is not None:
+            selects.append(f"SELECT * FROM (SELECT {i} AS part, {array}({', '.join(p.columns)}) AS r {p.rest}) AS p{i}")
+            params += p.params
+    kinds = tuple(p.kinds if p is not None else () for p in parts)
+    return Union("\nUNION ALL\n".join(selects), tuple(params), kinds, len(parts))
+
+
+def read_union(conn: Connection, union: Union, params: Sequence[Any]) -> list[list[tuple[Any, ...]]]:
+    """The rows of each part of `union`, run with `params` (its own, or others of their shape)."""
+    out: list[list[tuple[Any, ...]]] = [[] for _ in range(union.size)]
+    if not union.sql:
+        return out
+    pg = conn.dialect.name == "postgresql"
+    with driver_cursor(conn, union.sql) as cur:
+        cur.execute(union.sql, tuple(params))
         rows = cur.fetchall()
-    by_index = dict(asked)
     for i, r in rows:
         values = json.loads(r) if isinstance(r, str) else r
-        kinds = by_index[i].kinds
+        kinds = union.kinds[i]
         if kinds:
             values = [_typed(v, k, pg) if k and v is not None else v for v, k in zip(values, kinds, strict=False)]
         out[i].append(tuple(values))
