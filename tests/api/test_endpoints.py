@@ -231,6 +231,27 @@ def test_each_read_sees_what_was_committed_before_it_even_after_a_failed_read(ap
     assert api.client.get("/v1/members/m2", headers=read).json()["balances"]["stars"] == 1
 
 
+def test_on_sqlite_posts_leave_the_wal_to_the_checkpointer(api: Api) -> None:
+    """No post's commit checkpoints the WAL; committed writes ask the checkpointer instead."""
+    st = api.client.app.state.kinloop  # type: ignore[attr-defined]
+    if api.engine.dialect.name != "sqlite":
+        assert st.checkpointer is None
+        return
+    with st.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+    st.checkpointer.every = 0.0
+    api.post_event(event("o-1", "m1", 100))
+    assert st.checkpointer.thread is not None
+    st.checkpointer.thread.join(30)
+    assert st.checkpointer.runs == 1
+    r = api.client.post(
+        "/v1/members/m1/spends", json={"currency": "beans", "amount": 1, "reason": "r"}, headers=api.auth("admin")
+    )
+    assert r.status_code == 200, r.text
+    st.checkpointer.thread.join(30)
+    assert st.checkpointer.runs == 2
+
+
 def test_put_creates_or_replaces_a_profile(api: Api) -> None:
     profile = {
         "display_name": "Ada",

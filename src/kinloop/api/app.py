@@ -36,7 +36,7 @@ from kinloop.api.deps import ApiState, BodyLimit
 from kinloop.api.routes import router
 from kinloop.domain.errors import InvalidInput
 from kinloop.store import migrate
-from kinloop.store.db import connect, database_url, readonly
+from kinloop.store.db import Checkpointer, connect, database_url, readonly
 from kinloop.web import errors as web_errors
 
 DEFAULT_RATE_LIMIT = 2000
@@ -93,11 +93,14 @@ def create_app(db: str | None = None, *, rate_limit: int | None = None, max_body
     url = database_url(db)
     sqlite = url.startswith("sqlite")
     options: dict[str, Any] = {}
+    sqlite_file = sqlite and make_url(url).database not in (None, "", ":memory:")
     if sqlite:
         options["connect_args"] = {"check_same_thread": False}
-        if make_url(url).database not in (None, "", ":memory:"):
+        if sqlite_file:
             # Connections are opened on the event loop, which must never wait for the pool.
             options["max_overflow"] = -1
+            # Checkpoints in a thread of their own (`Checkpointer`), not inside a post's commit.
+            options["wal_autocheckpoint"] = False
     else:
         # As many kept connections as requests in flight: SQLAlchemy's default (5, and 10 more
         # opened and closed again) made every request beyond the fifth start a PostgreSQL
@@ -128,6 +131,7 @@ def create_app(db: str | None = None, *, rate_limit: int | None = None, max_body
         max_body=max_body or DEFAULT_MAX_BODY,
         writer=Lock() if sqlite else None,
         in_process=sqlite,
+        checkpointer=Checkpointer(engine) if sqlite_file else None,
     )
     app.state.kinloop.batcher = EventBatcher(app.state.kinloop)
     problems.install(app, pages=web_errors)

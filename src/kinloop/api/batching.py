@@ -90,6 +90,7 @@ class EventBatcher:
                     for post in batch:
                         await self._write_alone(post)
                 return
+        st.committed()
         for post, outcome in zip(batch, outcomes, strict=True):
             _settle(post, outcome)
 
@@ -100,6 +101,7 @@ class EventBatcher:
         except Exception as exc:
             _settle(post, exc)
         else:
+            self.st.committed()
             _settle(post, outcome)
 
 

@@ -18,6 +18,7 @@ from kinloop.domain.errors import UnknownMember
 from kinloop.services import keys, programs
 from kinloop.services.keys import Forbidden, Principal, Unauthorized
 from kinloop.services.programs import LoadedProgram
+from kinloop.store.db import Checkpointer
 from kinloop.store.tables import program_versions
 
 if TYPE_CHECKING:
@@ -54,6 +55,13 @@ class ApiState:
     # connection kept open: taking one from the pool and giving it back (checkout, reset,
     # return) cost a quarter of a member read.
     loop_reader: Connection | None = None
+    # SQLite files: the WAL is checkpointed in a thread of its own, not inside a commit.
+    checkpointer: Checkpointer | None = None
+
+    def committed(self) -> None:
+        """A write was committed (on SQLite, a checkpoint may be due)."""
+        if self.checkpointer is not None:
+            self.checkpointer.committed()
 
     def close(self) -> None:
         """Let go of the kept connection (the pools are the engine's)."""
@@ -89,6 +97,7 @@ async def _transaction(st: ApiState, engine: Engine) -> AsyncIterator[Connection
         await _call(st, st.closing, conn.close)  # closing rolls back
         raise
     await _call(st, st.closing, _commit, conn)
+    st.committed()
 
 
 async def run(request: Request, fn: Callable[..., T], *args: Any) -> T:
