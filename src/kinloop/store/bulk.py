@@ -336,8 +336,8 @@ TOGETHER_UP_TO = 32
 
 
 def read_parts(conn: Connection, parts: Sequence[Part | None], *, together: bool = True) -> list[list[tuple[Any, ...]]]:
-    """The rows of each part (an empty list for None), read in ONE statement: each part's rows
-    become JSON arrays tagged with the part's index, joined by UNION ALL. A round trip to
+    """The rows of each part (an empty list for None), read in ONE statement: each part's rows,
+    tagged with the part's index, joined by UNION ALL (see `union_of`). A round trip to
     PostgreSQL costs more than the JSON; SQLite saves its per-statement overhead too. With
     `together=False`, one plain statement per part (for large reads); the rows are the same."""
     pg = conn.dialect.name == "postgresql"
@@ -352,7 +352,7 @@ def read_parts(conn: Connection, parts: Sequence[Part | None], *, together: bool
 
 
 @dataclass(frozen=True, slots=True)
-class Union:
+class UnionRead:
     """Parts as the one statement `read_parts` sends: built once, it can be run again with
     other parameters of the same shape (`read_union`)."""
 
@@ -368,7 +368,7 @@ class Union:
         return len(self.widths)
 
 
-def union_of(parts: Sequence[Part | None], pg: bool) -> Union:
+def union_of(parts: Sequence[Part | None], pg: bool) -> UnionRead:
     """The statement reading `parts` together (see `read_parts`). PostgreSQL's UNION wants one
     type per column, so each part's row is a JSON array there; SQLite takes any value in any
     column, so its rows are padded to the widest part (decoding the JSON was 2.7% of a member read)."""
@@ -386,10 +386,10 @@ def union_of(parts: Sequence[Part | None], pg: bool) -> Union:
         selects.append(f"SELECT * FROM (SELECT {i} AS part, {row} {p.rest}) AS p{i}")
         params += p.params
     kinds = tuple(p.kinds if p is not None else () for p in parts)
-    return Union("\nUNION ALL\n".join(selects), tuple(params), kinds, widths, not pg)
+    return UnionRead("\nUNION ALL\n".join(selects), tuple(params), kinds, widths, not pg)
 
 
-def read_union(conn: Connection, union: Union, params: Sequence[Any]) -> list[list[tuple[Any, ...]]]:
+def read_union(conn: Connection, union: UnionRead, params: Sequence[Any]) -> list[list[tuple[Any, ...]]]:
     """The rows of each part of `union`, run with `params` (its own, or others of their shape)."""
     out: list[list[tuple[Any, ...]]] = [[] for _ in range(union.size)]
     if not union.sql:
