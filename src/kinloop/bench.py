@@ -47,6 +47,11 @@ from kinloop.store.tables import events as events_table
 EXAMPLES = Path(__file__).parent / "examples"
 BENCH_SCHEMA = "kinloop_bench"
 RAW_SCHEMA = "kinloop_bench_raw"
+# The paced phases' rates: the issue's targets (SQLite: 1,000 events/s, 3,000 reads/s).
+EVENT_RATE = 1_000.0
+READ_RATE = 3_000.0
+PACED_SECONDS = 5.0
+PACED_CONNECTIONS = 64
 GROWTH_SCHEMA = "kinloop_bench_growth"
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -294,6 +299,9 @@ def run_api_bench(
     concurrency: int = 16,
     time_limit: float = 60.0,
     members: int = API_MEMBERS,
+    event_rate: float = EVENT_RATE,
+    read_rate: float = READ_RATE,
+    paced_seconds: float = PACED_SECONDS,
     progress_console: Console | None = None,
 ) -> dict[str, Any]:
     """Serve a fresh database with `kinloop serve` and measure it over loopback HTTP.
@@ -302,6 +310,13 @@ def run_api_bench(
     one request in flight: first GET /healthz (the HTTP stack's ceiling: uvicorn, FastAPI and
     the middleware with no database work), then `events` single-event POST /v1/events, then
     `reads` GET /v1/members/{id}. Each phase stops after its count or `time_limit` seconds.
+
+    After each of the two saturating phases comes a paced one: for `paced_seconds`, requests
+    at a fixed `event_rate` / `read_rate` a second whatever the replies do, each timed from
+    when it was due (so a server that falls behind is charged for the wait: no coordinated
+    omission). A saturating phase's latency is mostly its own queue (Little's law: in flight
+    / throughput); the paced phase answers "at this rate, how long does a request take?".
+    A rate of 0 skips its paced phase.
     """
 
     def say(msg: str) -> None:
@@ -335,14 +350,27 @@ def run_api_bench(
                     [*cmd, "--workers", str(workers)], stdout=log, stderr=log, env=env, start_new_session=True
                 )
             _wait_ready(proc, port, tmp / "serve.log")
-            plan = _LoadPlan(port, ingest_key, read_key, events, reads, concurrency, time_limit, min(members, events))
+            plan = _LoadPlan(
+                port,
+                ingest_key,
+                read_key,
+                events,
+                reads,
+                concurrency,
+                time_limit,
+                min(members, events),
+                {"paced_events": event_rate, "paced_reads": read_rate},
+                paced_seconds,
+            )
             ctx = multiprocessing.get_context("spawn")
             with ctx.Pool(1) as pool:
                 pool.apply(_drive, (plan, "warmup", 0))
-                for phase in ("ceiling", "events", "reads"):
-                    say(f"bench api: {phase}")
+                for phase in ("ceiling", "events", "paced_events", "reads", "paced_reads"):
+                    if plan.rates.get(phase, 1) <= 0:
+                        continue
+                    say(f"bench api: {phase.replace('_', ' ')}")
                     before = _tree_cpu(proc.pid)
-                    posted = phases["events"]["requests"] if phase == "reads" else 0
+                    posted = phases["events"]["requests"] if phase.endswith("reads") else 0
                     running = pool.apply_async(_drive, (plan, phase, posted))
                     # Which worker accepted which connection is up to the kernel: say so.
                     split = None
@@ -381,8 +409,21 @@ def run_api_bench(
         "ceiling_p99_ms": top["p99_ms"],
         "events_ratio": round(ev["per_s"] / top["per_s"], 3) if top["per_s"] else None,
         "reads_ratio": round(rd["per_s"] / top["per_s"], 3) if top["per_s"] else None,
-        "errors": ev["errors"] + rd["errors"] + top["errors"],
+        **_paced_figures(phases, "paced_events", "event", event_rate),
+        **_paced_figures(phases, "paced_reads", "read", read_rate),
+        "errors": sum(p["errors"] for p in phases.values()),
         "phases": phases,
+    }
+
+
+def _paced_figures(phases: dict[str, dict[str, Any]], phase: str, noun: str, rate: float) -> dict[str, Any]:
+    """The top-level figures of a paced phase (None where it was skipped)."""
+    got = phases.get(phase)
+    return {
+        f"{noun}_rate": rate,
+        f"paced_{noun}s_per_s": got["per_s"] if got else None,
+        f"paced_{noun}_p50_ms": got["p50_ms"] if got else None,
+        f"paced_{noun}_p99_ms": got["p99_ms"] if got else None,
     }
 
 
@@ -505,13 +546,19 @@ class _LoadPlan:
     concurrency: int
     time_limit: float
     members: int
+    rates: dict[str, float]  # requests a second of each paced phase
+    paced_seconds: float
+
+    def paced(self, phase: str) -> int:
+        """How many requests a paced phase sends (0 for the others)."""
+        return int(self.rates.get(phase, 0) * self.paced_seconds)
 
 
 def _event_bodies(plan: _LoadPlan, phase: str) -> list[dict[str, Any]]:
     """Single events for the coffee program: 70% purchases, 30% check-ins, distinct ids,
     spread over the last two hours; the warm-up uses members of its own."""
-    rng = random.Random(7)
-    n = plan.events if phase == "events" else min(200, plan.events)
+    rng = random.Random(13 if phase == "paced_events" else 7)
+    n = {"events": plan.events, "paced_events": plan.paced(phase)}.get(phase, min(200, plan.events))
     base = utcnow() - timedelta(hours=2)
     out = []
     for i in range(n):
@@ -519,7 +566,7 @@ def _event_bodies(plan: _LoadPlan, phase: str) -> list[dict[str, Any]]:
         out.append(
             {
                 "event_id": f"{phase}-{i}",
-                "member_id": f"m{rng.randrange(plan.members)}" if phase == "events" else f"warm{i % 20}",
+                "member_id": f"m{rng.randrange(plan.members)}" if phase != "warmup" else f"warm{i % 20}",
                 "type": "purchase" if purchase else "check_in",
                 "occurred_at": (base + timedelta(seconds=3600 * i / n)).isoformat(),
                 "attributes": {"amount": rng.choice([4.5, 12, 35, 60, 120])} if purchase else {},
@@ -546,13 +593,14 @@ def _requests(plan: _LoadPlan, phase: str, posted: int) -> list[bytes]:
 
     if phase == "ceiling":
         return [get("/healthz", None)] * max(plan.events, plan.reads)
-    if phase == "events":
-        return [post("/v1/events", plan.ingest_key, b) for b in _event_bodies(plan, "events")]
-    if phase == "reads":
+    if phase in ("events", "paced_events"):
+        return [post("/v1/events", plan.ingest_key, b) for b in _event_bodies(plan, phase)]
+    if phase in ("reads", "paced_reads"):
         # Members the events phase created (its first `posted` events, if time cut it short).
-        rng = random.Random(11)
+        rng = random.Random(11 if phase == "reads" else 17)
         known = sorted({b["member_id"] for b in _event_bodies(plan, "events")[:posted]}) or ["m0"]
-        return [get(f"/v1/members/{rng.choice(known)}", plan.read_key) for _ in range(plan.reads)]
+        n = plan.reads if phase == "reads" else plan.paced(phase)
+        return [get(f"/v1/members/{rng.choice(known)}", plan.read_key) for _ in range(n)]
     # warmup: every worker compiles the program, caches the keys and opens its connections.
     warm = _event_bodies(plan, "warmup")
     return (
@@ -572,7 +620,8 @@ def _drive(plan: _LoadPlan, phase: str, posted: int) -> dict[str, Any]:
     except ImportError:  # pragma: no cover - uvicorn[standard] brings uvloop
         runner = asyncio.run
     cpu = time.process_time()
-    latencies, errors, statuses, seconds = runner(_load(plan, requests))
+    rate = plan.rates.get(phase)
+    latencies, errors, statuses, seconds = runner(_load(plan, requests, rate))
     cpu = time.process_time() - cpu
     latencies.sort()
     n = len(latencies)
@@ -594,17 +643,26 @@ def _drive(plan: _LoadPlan, phase: str, posted: int) -> dict[str, Any]:
     }
 
 
-async def _load(plan: _LoadPlan, requests: list[bytes]) -> tuple[list[float], int, dict[str, int], float]:
+async def _load(
+    plan: _LoadPlan, requests: list[bytes], rate: float | None = None, connections: int | None = None
+) -> tuple[list[float], int, dict[str, int], float]:
     """`plan.concurrency` keep-alive connections, one request in flight on each, until the
     requests run out or `plan.time_limit` passes. A minimal HTTP/1.1 client on asyncio
     streams: a general-purpose client would spend more of the loopback machine than the
-    server it measures."""
+    server it measures.
+
+    With a `rate`, request i is due i / rate seconds after the start: a connection that takes
+    it early waits for then, and its latency runs from then, not from when it was sent. It
+    has `connections` (default `PACED_CONNECTIONS`), enough that a slow reply does not hold up
+    the schedule; if all are busy, the wait is counted in the latency of the requests it delays."""
     todo = iter(range(len(requests)))
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     errors = 0
     started = time.perf_counter()
     deadline = started + plan.time_limit
+    if connections is None:
+        connections = plan.concurrency if rate is None else PACED_CONNECTIONS
 
     async def connection() -> None:
         nonlocal errors
@@ -613,6 +671,11 @@ async def _load(plan: _LoadPlan, requests: list[bytes]) -> tuple[list[float], in
             # The deadline is checked before taking a request: what was sent is a prefix.
             while time.perf_counter() < deadline and (i := next(todo, None)) is not None:
                 t0 = time.perf_counter()
+                if rate is not None:
+                    due = started + i / rate
+                    if due > t0:
+                        await asyncio.sleep(due - t0)
+                    t0 = due
                 try:
                     writer.write(requests[i])
                     status, close = await _response(reader)
@@ -630,10 +693,10 @@ async def _load(plan: _LoadPlan, requests: list[bytes]) -> tuple[list[float], in
 
     try:
         # Bounded even if the server stops answering: what is still in flight then is an error.
-        await asyncio.wait_for(asyncio.gather(*(connection() for _ in range(plan.concurrency))), plan.time_limit + 30)
+        await asyncio.wait_for(asyncio.gather(*(connection() for _ in range(connections))), plan.time_limit + 30)
     except TimeoutError:
-        errors += plan.concurrency
-        statuses["timeout"] = plan.concurrency
+        errors += connections
+        statuses["timeout"] = connections
     return latencies, errors, statuses, time.perf_counter() - started
 
 

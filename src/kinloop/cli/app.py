@@ -11,6 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from kinloop.bench import EVENT_RATE, PACED_SECONDS, READ_RATE
 from kinloop.cli import checkin as checkin_cli
 from kinloop.cli import draws as outlets_cli
 from kinloop.cli import envelopes as envelopes_cli
@@ -708,10 +709,19 @@ def bench_api(
         int, typer.Option("--concurrency", min=1, max=256, help="Keep-alive connections, one request in flight each.")
     ] = 16,
     duration: Annotated[float, typer.Option("--duration", min=1, max=3600, help="Time limit per phase (s).")] = 60.0,
+    event_rate: Annotated[
+        float, typer.Option("--event-rate", min=0, max=100_000, help="Events a second of the paced phase (0: none).")
+    ] = EVENT_RATE,
+    read_rate: Annotated[
+        float, typer.Option("--read-rate", min=0, max=100_000, help="Reads a second of the paced phase (0: none).")
+    ] = READ_RATE,
+    paced_seconds: Annotated[
+        float, typer.Option("--paced-seconds", min=0.1, max=600, help="Length of each paced phase (s).")
+    ] = PACED_SECONDS,
     as_json: JsonOption = False,
 ) -> None:
     """Serve a fresh database on 127.0.0.1 and load it from another process: single-event posts,
-    member reads, and /healthz as the HTTP stack's ceiling."""
+    member reads, and /healthz as the HTTP stack's ceiling, then posts and reads at a fixed rate."""
     from kinloop.bench import run_api_bench
 
     result = run_api_bench(
@@ -721,6 +731,9 @@ def bench_api(
         workers=workers,
         concurrency=concurrency,
         time_limit=duration,
+        event_rate=event_rate,
+        read_rate=read_rate,
+        paced_seconds=paced_seconds,
         progress_console=None if as_json else err,
     )
     if as_json:
