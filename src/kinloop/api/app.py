@@ -32,7 +32,7 @@ from kinloop.api import (
     webhooks,
 )
 from kinloop.api.batching import EventBatcher
-from kinloop.api.deps import ApiState, BodyLimit
+from kinloop.api.deps import ApiState, BodyLimit, keep_for_good
 from kinloop.api.routes import router
 from kinloop.domain.errors import InvalidInput
 from kinloop.store import migrate
@@ -197,4 +197,6 @@ def create_app(db: str | None = None, *, rate_limit: int | None = None, max_body
 
 def app_from_env() -> FastAPI:
     """Factory for uvicorn workers (`kinloop serve --workers N` re-imports it in each)."""
-    return create_app(os.environ.get("KINLOOP_DATABASE_URL"))
+    app = create_app(os.environ.get("KINLOOP_DATABASE_URL"))
+    keep_for_good()  # what the worker built lives as long as the worker
+    return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -293,6 +294,23 @@ _ACTIVE = select(program_versions.c.id, program_versions.c.digest).where(
 _loaded: dict[tuple[int, int, str], LoadedProgram] = {}
 # The key in `_loaded` of the version of each program this process last found active.
 _recent: dict[int, tuple[int, int, str]] = {}
+# Whether this process hides what it keeps for good from the garbage collector (`keep_for_good`).
+_freezing = False
+
+
+def keep_for_good() -> None:
+    """Move every object alive now out of the cyclic garbage collector's sight, and do the same
+    after each program version this process loads from now on. For served processes only.
+
+    A server keeps a large, lasting heap (the application, SQLAlchemy, pydantic, compiled
+    programs: some 180,000 objects) and each request leaves a few objects that outlive the
+    young collections; every couple of seconds they set off a full collection, which walked the
+    whole heap for 70-120 ms and found nothing to free, while every request waited: the paced
+    benchmark's event p99 was those pauses. Frozen objects are still freed by reference
+    counting; only cycles among them would stay (the kept objects live as long as the process)."""
+    global _freezing
+    _freezing = True
+    gc.freeze()
 
 
 def program_of(conn: Connection, who: Principal) -> LoadedProgram:
@@ -306,6 +324,8 @@ def program_of(conn: Connection, who: Principal) -> LoadedProgram:
         found = programs.active_by_id(conn, who.program_id)  # or UnknownProgram
         if key is not None and found.version_id == key[1]:
             _loaded[key] = found
+            if _freezing:
+                gc.freeze()  # the compiled program is kept as long as the process
     if key is not None and _loaded.get(key) is found:
         _recent[who.program_id] = key
     return found
