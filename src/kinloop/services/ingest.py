@@ -144,14 +144,15 @@ def ingest(
             event_id = raw.get("event_id") if isinstance(raw, Mapping) else None
             results[i] = IngestResult(i, event_id if isinstance(event_id, str) else None, "rejected", error=exc)
     if parsed:
-        with _gc_paused():
+        with gc_paused():
             _book_events(conn, loaded, parsed, results, now)
     return [r for r in results if r is not None]
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector for one batch.
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for a stretch of short-lived work (a batch; a
+    benchmark's load phase, whose own pauses would be charged to the server it measures).
 
     A batch allocates tens of thousands of short-lived, acyclic objects (reference counting
     frees them); the collector would repeatedly scan them all and took a fifth of the time.

@@ -808,11 +808,11 @@ def evaluate(
     on_progress: Callable[[int], None] | None = None,
 ) -> Evaluated:
     """Review every member of the program (see `_evaluate`)."""
-    from kinloop.services.ingest import _gc_paused
+    from kinloop.services.ingest import gc_paused
 
     # A run allocates a few small objects per member and keeps the changed ones: the cyclic
     # collector would scan them all again and again.
-    with _gc_paused():
+    with gc_paused():
         return _evaluate(conn, loaded, now=now, on_progress=on_progress)
 
 
