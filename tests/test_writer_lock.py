@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
 
 from kinloop.store.db import connect, readonly
 
@@ -106,3 +108,23 @@ def test_memory_databases_have_no_lock_file(tmp_path: Path, monkeypatch: pytest.
         conn.execute(text("SELECT 1"))
     engine.dispose()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_begin_that_fails_lets_go_too(db: tuple[Engine, Path], tmp_path: Path) -> None:
+    """A writer that does not take the lock file (the sqlite3 shell) holds SQLite's lock: ours
+    is taken, BEGIN IMMEDIATE gives up, and the lock file must not stay taken."""
+    engine, lock = db
+    outsider = sqlite3.connect(tmp_path / "k.db", isolation_level=None)
+    outsider.execute("BEGIN IMMEDIATE")
+    conn = engine.connect()
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    driver.execute("PRAGMA busy_timeout=50")
+    with pytest.raises(OperationalError, match="locked"):
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+    assert not held(lock)
+    conn.close()
+    outsider.rollback()
+    outsider.close()
+    with engine.begin() as again:  # and the next writer goes on
+        again.execute(text("INSERT INTO t VALUES (2)"))

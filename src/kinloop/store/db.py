@@ -83,13 +83,9 @@ def _configure_sqlite(engine: Engine, *, autocheckpoint: bool) -> None:
         else:
             driver = conn.connection.driver_connection
             if isinstance(driver, _WriterLocking):
+                # Let go of at commit or rollback; a failed BEGIN is rolled back by SQLAlchemy.
                 driver.take_writer_lock()
-            try:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-            except BaseException:
-                if isinstance(driver, _WriterLocking):
-                    driver.let_go()
-                raise
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class _WriterLocking(sqlite3.Connection):
