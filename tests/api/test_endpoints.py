@@ -10,8 +10,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
+from kinloop.services import member_view
 from kinloop.store.db import StatementCounter
 from kinloop.store.tables import audit_log, entries, members, program_versions
 from tests.api.conftest import PROBLEM, Api, assert_problem, event, row_counts
@@ -229,6 +231,28 @@ def test_each_read_sees_what_was_committed_before_it_even_after_a_failed_read(ap
     assert api.client.get("/v1/members/m1", headers=read).json()["balances"]["stars"] == 12
     api.post_event(event("third", "m2", 50))
     assert api.client.get("/v1/members/m2", headers=read).json()["balances"]["stars"] == 1
+
+
+def test_on_postgresql_a_member_read_runs_outside_any_transaction(api: Api, monkeypatch: Any) -> None:
+    """Its one statement is its own snapshot: no BEGIN before it, no COMMIT after (two of its
+    four round trips); in a transaction the connection would be left INTRANS."""
+    if api.engine.dialect.name == "sqlite":
+        pytest.skip("SQLite reads begin and end on the event loop's kept connection, in process")
+    import psycopg
+
+    seen: list[Any] = []
+    show = member_view.show
+
+    def spy(conn: Any, *args: Any, **kwargs: Any) -> Any:
+        out = show(conn, *args, **kwargs)
+        seen.append(conn.connection.driver_connection.info.transaction_status)
+        return out
+
+    monkeypatch.setattr(member_view, "show", spy)
+    api.post_event(event("tx-1", "m1", 100))
+    reply = api.client.get("/v1/members/m1", headers=api.auth("read"))
+    assert reply.json()["balances"]["stars"] == 2
+    assert seen == [psycopg.pq.TransactionStatus.IDLE]
 
 
 def test_on_sqlite_posts_leave_the_wal_to_the_checkpointer(api: Api) -> None:

@@ -127,6 +127,7 @@ def create_app(db: str | None = None, *, rate_limit: int | None = None, max_body
     app.state.kinloop = ApiState(
         engine=engine,
         reader=readonly(engine),
+        autocommit_reader=readonly(engine) if sqlite else engine.execution_options(isolation_level="AUTOCOMMIT"),
         rate_limit=rate_limit or env_int("KINLOOP_RATE_LIMIT", DEFAULT_RATE_LIMIT),
         max_body=max_body or DEFAULT_MAX_BODY,
         writer=Lock() if sqlite else None,

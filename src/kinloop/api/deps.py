@@ -37,6 +37,8 @@ KEY_CACHE_SECONDS = 5.0
 class ApiState:
     engine: Engine
     reader: Engine
+    # Reads of one statement, which need no transaction around them (`read_transaction`).
+    autocommit_reader: Engine
     rate_limit: int  # requests per second per key, per worker process
     max_body: int
     token_secret: bytes | None = None
@@ -115,12 +117,17 @@ async def run(request: Request, fn: Callable[..., T], *args: Any) -> T:
 async def read_transaction(request: Request, fn: Callable[..., T], *args: Any) -> T:
     """`fn(conn, *args)` in a read-only transaction of its own, opened and ended around it: for
     the hottest read, cheaper than a `ReadConn` dependency (FastAPI's exit stack for it cost a
-    tenth of a member read on SQLite)."""
+    tenth of a member read on SQLite).
+
+    On PostgreSQL the connection is in autocommit: each statement is a transaction of its own,
+    so what one statement reads is consistent and separate statements each see their moment.
+    The member view reads in one statement, and BEGIN and COMMIT were two of its four round
+    trips (with the pool's ping and the read itself)."""
     st = state(request)
     if st.in_process:
         return _read_on_loop(st, fn, *args)
     # In an endpoint's thread (on PostgreSQL), not the opening ones: a read is not an opening.
-    return await to_thread.run_sync(_read_now, st.reader, fn, *args)
+    return await to_thread.run_sync(_read_now, st.autocommit_reader, fn, *args)
 
 
 def _read_now(engine: Engine, fn: Callable[..., T], *args: Any) -> T:
