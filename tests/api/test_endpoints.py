@@ -7,12 +7,17 @@ The coffee program (tests/conftest.py, examples/coffee.yaml): a purchase earns 1
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
+import time
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 
+from kinloop.api import deps
 from kinloop.services import member_view
 from kinloop.store.db import StatementCounter
 from kinloop.store.tables import audit_log, entries, members, program_versions
@@ -253,6 +258,41 @@ def test_on_postgresql_a_member_read_runs_outside_any_transaction(api: Api, monk
     reply = api.client.get("/v1/members/m1", headers=api.auth("read"))
     assert reply.json()["balances"]["stars"] == 2
     assert seen == [psycopg.pq.TransactionStatus.IDLE]
+
+
+def test_on_postgresql_member_reads_take_a_few_threads_at_most(api: Api, monkeypatch: Any) -> None:
+    """More threads only contend for the GIL: twelve reads at once run `READ_THREADS` at a time."""
+    if api.engine.dialect.name == "sqlite":
+        pytest.skip("SQLite reads run on the event loop")
+    lock = threading.Lock()
+    running = most = 0
+    show = member_view.show
+
+    def slow(conn: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.05)
+        try:
+            return show(conn, *args, **kwargs)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(member_view, "show", slow)
+    api.post_event(event("th-1", "m1", 100))
+    read = api.auth("read")
+
+    async def twelve_at_once() -> list[httpx.Response]:
+        # One event loop, as in a worker (a TestClient without `with` runs one per request).
+        transport = httpx.ASGITransport(app=api.client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://kinloop") as client:
+            return list(await asyncio.gather(*(client.get("/v1/members/m1", headers=read) for _ in range(12))))
+
+    replies = asyncio.run(twelve_at_once())
+    assert [r.status_code for r in replies] == [200] * 12
+    assert 1 < most <= deps.READ_THREADS
 
 
 def test_on_sqlite_posts_leave_the_wal_to_the_checkpointer(api: Api) -> None:
