@@ -4,6 +4,7 @@ arrive together share one transaction, and each still gets exactly its own resul
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from kinloop.api import batching, deps
 from kinloop.api.app import create_app
 from kinloop.domain.errors import KinloopError
 from kinloop.services.keys import Principal
+from kinloop.store.db import connect
 from kinloop.store.tables import entries, events
 from tests.api.conftest import NOW, event
 from tests.conftest import load_example
@@ -99,3 +101,59 @@ def test_a_batch_holds_at_most_max_events(setup: Any) -> None:
     outcomes = asyncio.run(main())
     assert len(commits) == 4  # 3 + 3 would exceed 5: each post of 3 goes in a batch of its own
     assert all(r.status == "accepted" for _, results in outcomes for r in results)
+
+
+def _where_written(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The threads the batches were ingested in, in order."""
+    threads: list[str] = []
+    ingest = batching.ingest.ingest
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        threads.append("loop" if threading.current_thread() is threading.main_thread() else "writer")
+        return ingest(*args, **kwargs)
+
+    monkeypatch.setattr(batching.ingest, "ingest", spy)
+    return threads
+
+
+def test_on_sqlite_a_lone_post_is_written_on_the_loop_when_the_lock_is_free(
+    setup: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hop to the writer thread and back was a tenth of a lone post's CPU; batches (and
+    every post on PostgreSQL, which waits on the network) still go to the thread."""
+    st, who, _ = setup
+    threads = _where_written(monkeypatch)
+    [(_, [alone])] = post_together(st, [(who, [event("alone", "m1", 100)])])
+    post_together(st, [(who, [event(f"b{i}", "m1", 100)]) for i in range(3)])
+    assert alone.status == "accepted"
+    assert threads == (["loop", "writer"] if st.in_process else ["writer", "writer"])
+
+
+def test_on_a_sqlite_file_a_lone_post_waits_in_the_thread_while_another_process_writes(
+    setup: Any, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Were it written on the loop, the loop would wait for the other writer's lock."""
+    st, who, _ = setup
+    if not db_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL posts always go to the thread")
+    threads = _where_written(monkeypatch)
+    # As another process would: an engine of its own, its write committed a second later from
+    # another thread (so that a loop stuck waiting for the lock fails the test, not hangs it).
+    other = connect(db_url, connect_args={"check_same_thread": False})
+    holder = other.connect()
+    holder.exec_driver_sql("DELETE FROM events WHERE 0")  # begins: takes the writer lock
+    release = threading.Timer(1.0, holder.commit)
+
+    async def main() -> Any:
+        release.start()
+        posting = asyncio.ensure_future(batching.EventBatcher(st).ingest(who, [event("waits", "m1", 100)]))
+        await asyncio.sleep(0.2)
+        assert not posting.done()  # waiting for the lock, in the thread, while the loop runs on
+        return await posting
+
+    _, [result] = asyncio.run(main())
+    release.join()
+    holder.close()
+    other.dispose()
+    assert result.status == "accepted"
+    assert threads == ["writer"]

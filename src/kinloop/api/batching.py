@@ -22,15 +22,19 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from anyio import CapacityLimiter, to_thread
+from sqlalchemy import Connection
 
 from kinloop.api import deps
 from kinloop.clock import utcnow
 from kinloop.services import ingest
 from kinloop.services.keys import Principal
 from kinloop.services.programs import LoadedProgram
+from kinloop.store.db import writer_lock_now
 
 # The most events written in one transaction: the largest batch body a single post may send.
 MAX_EVENTS = 1000
+# A lone post of up to this many events may be written on the event loop (`EventBatcher._book`).
+INLINE_UP_TO = 10
 
 Outcome = tuple[LoadedProgram, list[ingest.IngestResult]]
 
@@ -82,7 +86,7 @@ class EventBatcher:
         st = self.st
         async with st.writer or contextlib.nullcontext():
             try:
-                outcomes = await to_thread.run_sync(_book, st, batch, limiter=self.limiter)
+                outcomes = await self._book(batch)
             except Exception as exc:
                 if len(batch) == 1:
                     _settle(batch[0], exc)
@@ -97,12 +101,26 @@ class EventBatcher:
     async def _write_alone(self, post: _Post) -> None:
         """One post in a transaction of its own (the caller holds the writer lock)."""
         try:
-            [outcome] = await to_thread.run_sync(_book, self.st, [post], limiter=self.limiter)
+            [outcome] = await self._book([post])
         except Exception as exc:
             _settle(post, exc)
         else:
             self.st.committed()
             _settle(post, outcome)
+
+    async def _book(self, batch: list[_Post]) -> list[Outcome]:
+        """Write a batch in the writer thread; on SQLite a lone, small post whose writer lock is
+        free goes on the event loop instead. The thread lets the loop take in the next posts
+        meanwhile, which under load become the next batch; a lone post is what a light load
+        brings, and there the hop to the thread and back was a tenth of its CPU (0.07-0.14 of
+        1.1-1.4 ms). Never when another process holds the lock: the loop would wait for it."""
+        st = self.st
+        if st.in_process and len(batch) == 1 and len(batch[0].raws) <= INLINE_UP_TO:
+            conn = st.engine.connect()
+            if writer_lock_now(conn):
+                return _book(st, batch, conn)
+            conn.close()
+        return await to_thread.run_sync(_book, st, batch, limiter=self.limiter)
 
 
 def _settle(post: _Post, outcome: Outcome | BaseException) -> None:
@@ -114,9 +132,10 @@ def _settle(post: _Post, outcome: Outcome | BaseException) -> None:
         post.done.set_result(outcome)
 
 
-def _book(st: deps.ApiState, batch: list[_Post]) -> list[Outcome]:
+def _book(st: deps.ApiState, batch: list[_Post], conn: Connection | None = None) -> list[Outcome]:
     """One transaction for the whole batch: each program's events in one ingestion call."""
-    conn = st.engine.connect()
+    if conn is None:
+        conn = st.engine.connect()
     try:
         now = utcnow()
         outcomes: dict[int, Outcome] = {}

@@ -109,10 +109,24 @@ class _WriterLocking(sqlite3.Connection):
 
     def take_writer_lock(self) -> None:
         """Wait (without the GIL) until no other kinloop connection writes to this database."""
+        if not self._locked:
+            fcntl.flock(self._fd(), fcntl.LOCK_EX)
+            self._locked = True
+
+    def try_writer_lock(self) -> bool:
+        """Take the lock if nobody holds it now; never waits."""
+        if not self._locked:
+            try:
+                fcntl.flock(self._fd(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            self._locked = True
+        return True
+
+    def _fd(self) -> int:
         if self._lock_fd is None:
             self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        self._locked = True
+        return self._lock_fd
 
     def let_go(self) -> None:
         """Release the lock file if this connection holds it."""
@@ -140,6 +154,13 @@ class _WriterLocking(sqlite3.Connection):
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None
+
+
+def writer_lock_now(conn: Connection) -> bool:
+    """Take the writer lock for `conn`'s coming write transaction if it is free now (True), or
+    say another connection holds it (False); True where the database has no such lock."""
+    driver = conn.connection.driver_connection
+    return not isinstance(driver, _WriterLocking) or driver.try_writer_lock()
 
 
 def _writer_locking(lock_path: str) -> type[_WriterLocking]:
