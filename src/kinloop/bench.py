@@ -366,8 +366,8 @@ def run_api_bench(
             with ctx.Pool(1) as pool:
                 pool.apply(_drive, (plan, "warmup", 0))
                 for phase in ("ceiling", "events", "paced_events", "reads", "paced_reads"):
-                    if plan.rates.get(phase, 1) <= 0:
-                        continue
+                    if phase in plan.rates and plan.rates[phase] <= 0:
+                        continue  # a paced phase at rate 0: skipped
                     say(f"bench api: {phase.replace('_', ' ')}")
                     before = _tree_cpu(proc.pid)
                     posted = phases["events"]["requests"] if phase.endswith("reads") else 0

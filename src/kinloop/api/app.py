@@ -124,10 +124,12 @@ def create_app(db: str | None = None, *, rate_limit: int | None = None, max_body
         docs_url=None,
         redoc_url=None,
     )
+    reader = readonly(engine)
     app.state.kinloop = ApiState(
         engine=engine,
-        reader=readonly(engine),
-        autocommit_reader=readonly(engine) if sqlite else engine.execution_options(isolation_level="AUTOCOMMIT"),
+        reader=reader,
+        # SQLite reads on the loop use `reader` (its `loop_reader` connection), never this.
+        autocommit_reader=reader if sqlite else engine.execution_options(isolation_level="AUTOCOMMIT"),
         rate_limit=rate_limit or env_int("KINLOOP_RATE_LIMIT", DEFAULT_RATE_LIMIT),
         max_body=max_body or DEFAULT_MAX_BODY,
         writer=Lock() if sqlite else None,

@@ -135,7 +135,7 @@ async def read_transaction(request: Request, fn: Callable[..., T], *args: Any) -
     st = state(request)
     if st.in_process:
         return _read_on_loop(st, fn, *args)
-    # In a thread of its own few (on PostgreSQL), not the opening ones: a read is not an opening.
+    # In one of its few threads (on PostgreSQL), not the opening ones: a read is not an opening.
     return await to_thread.run_sync(_read_now, st.autocommit_reader, fn, *args, limiter=st.reading)
 
 

@@ -107,26 +107,19 @@ class _WriterLocking(sqlite3.Connection):
         self._lock_fd: int | None = None
         self._locked = False
 
-    def take_writer_lock(self) -> None:
-        """Wait (without the GIL) until no other kinloop connection writes to this database."""
-        if not self._locked:
-            fcntl.flock(self._fd(), fcntl.LOCK_EX)
-            self._locked = True
-
-    def try_writer_lock(self) -> bool:
-        """Take the lock if nobody holds it now; never waits."""
-        if not self._locked:
-            try:
-                fcntl.flock(self._fd(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False
-            self._locked = True
-        return True
-
-    def _fd(self) -> int:
+    def take_writer_lock(self, *, wait: bool = True) -> bool:
+        """Hold the lock: wait (without the GIL) until no other kinloop connection writes to this
+        database, or with `wait=False` take it only if it is free now. Whether it is held."""
+        if self._locked:
+            return True
         if self._lock_fd is None:
             self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        return self._lock_fd
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        self._locked = True
+        return True
 
     def let_go(self) -> None:
         """Release the lock file if this connection holds it."""
@@ -160,7 +153,7 @@ def writer_lock_now(conn: Connection) -> bool:
     """Take the writer lock for `conn`'s coming write transaction if it is free now (True), or
     say another connection holds it (False); True where the database has no such lock."""
     driver = conn.connection.driver_connection
-    return not isinstance(driver, _WriterLocking) or driver.try_writer_lock()
+    return not isinstance(driver, _WriterLocking) or driver.take_writer_lock(wait=False)
 
 
 def _writer_locking(lock_path: str) -> type[_WriterLocking]:
