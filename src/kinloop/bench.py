@@ -316,7 +316,7 @@ def run_api_bench(
     when it was due (so a server that falls behind is charged for the wait: no coordinated
     omission). A saturating phase's latency is mostly its own queue (Little's law: in flight
     / throughput); the paced phase answers "at this rate, how long does a request take?".
-    A rate of 0 skips its paced phase.
+    A paced phase with nothing to send (a rate of 0, or a rate times seconds under 1) is skipped.
     """
 
     def say(msg: str) -> None:
@@ -366,8 +366,8 @@ def run_api_bench(
             with ctx.Pool(1) as pool:
                 pool.apply(_drive, (plan, "warmup", 0))
                 for phase in ("ceiling", "events", "paced_events", "reads", "paced_reads"):
-                    if phase in plan.rates and plan.rates[phase] <= 0:
-                        continue  # a paced phase at rate 0: skipped
+                    if phase in plan.rates and plan.paced(phase) == 0:
+                        continue  # a paced phase with nothing to send (a rate of 0): skipped, not 0 ms
                     say(f"bench api: {phase.replace('_', ' ')}")
                     before = _tree_cpu(proc.pid)
                     posted = phases["events"]["requests"] if phase.endswith("reads") else 0
