@@ -36,7 +36,7 @@ from kinloop.api.deps import ApiState, BodyLimit, keep_for_good
 from kinloop.api.routes import lean, router
 from kinloop.domain.errors import InvalidInput
 from kinloop.store import migrate
-from kinloop.store.db import Checkpointer, connect, database_url, readonly
+from kinloop.store.db import Checkpointer, autocommit_reads, connect, database_url, readonly
 from kinloop.web import errors as web_errors
 
 DEFAULT_RATE_LIMIT = 2000
@@ -128,8 +128,7 @@ def create_app(db: str | None = None, *, rate_limit: int | None = None, max_body
     app.state.kinloop = ApiState(
         engine=engine,
         reader=reader,
-        # SQLite reads on the loop use `reader` (its `loop_reader` connection), never this.
-        autocommit_reader=reader if sqlite else engine.execution_options(isolation_level="AUTOCOMMIT"),
+        autocommit_reader=autocommit_reads(engine),
         rate_limit=rate_limit or env_int("KINLOOP_RATE_LIMIT", DEFAULT_RATE_LIMIT),
         max_body=max_body or DEFAULT_MAX_BODY,
         writer=Lock() if sqlite else None,

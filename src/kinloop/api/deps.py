@@ -44,7 +44,7 @@ READ_THREADS = 4
 class ApiState:
     engine: Engine
     reader: Engine
-    # Reads of one statement, which need no transaction around them (`read_transaction`).
+    # Reads of one statement, which need no transaction around them (`autocommit_read`).
     autocommit_reader: Engine
     rate_limit: int  # requests per second per key, per worker process
     max_body: int
@@ -53,7 +53,7 @@ class ApiState:
     # holding a lock can always commit and let go of it, however many others wait for it.
     opening: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(16))
     closing: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(16))
-    # Threads of `read_transaction` on PostgreSQL.
+    # Threads of `autocommit_read` on PostgreSQL.
     reading: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(READ_THREADS))
     # SQLite has one write lock per database. Writers of this process queue for it here, in
     # the event loop, in order, instead of each holding a thread while SQLite's busy handler
@@ -123,14 +123,12 @@ async def run(request: Request, fn: Callable[..., T], *args: Any) -> T:
     return await to_thread.run_sync(fn, *args)
 
 
-async def read_transaction(request: Request, fn: Callable[..., T], *args: Any) -> T:
-    """`fn(conn, *args)` in a read-only transaction of its own, opened and ended around it: for
-    the hottest read, cheaper than a `ReadConn` dependency (FastAPI's exit stack for it cost a
-    tenth of a member read on SQLite).
-
-    On PostgreSQL the connection is in autocommit: each statement is a transaction of its own,
-    so what one statement reads is consistent and separate statements each see their moment.
-    The member view reads in one statement, and BEGIN and COMMIT were two of its four round
+async def autocommit_read(request: Request, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(conn, *args)` on a connection in autocommit (`store.db.autocommit_reads`): each
+    statement is a transaction of its own, so what one statement reads is consistent and
+    separate statements each see their moment. For the hottest read, which reads in one
+    statement: cheaper than a `ReadConn` dependency (FastAPI's exit stack for it cost a tenth of
+    a member read on SQLite), and on PostgreSQL BEGIN and COMMIT were two of its four round
     trips (with the pool's ping and the read itself)."""
     st = state(request)
     if st.in_process:
@@ -147,16 +145,17 @@ def _read_now(engine: Engine, fn: Callable[..., T], *args: Any) -> T:
 
 
 def _read_on_loop(st: ApiState, fn: Callable[..., T], *args: Any) -> T:
-    """`fn(conn, *args)` on the event loop's kept connection, its transaction ended after."""
+    """`fn(conn, *args)` on the event loop's kept connection, any transaction it began ended after."""
     conn = st.loop_reader
     if conn is None or conn.closed:
-        conn = st.loop_reader = st.reader.connect()
+        conn = st.loop_reader = st.autocommit_reader.connect()
     try:
         out = fn(conn, *args)
     except BaseException:
         conn.rollback()
         raise
-    conn.commit()
+    if conn.in_transaction():
+        conn.commit()
     return out
 
 

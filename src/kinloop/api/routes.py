@@ -20,9 +20,9 @@ from kinloop.api.deps import (
     MemberRead,
     Read,
     ReadConn,
+    autocommit_read,
     member_visible,
     program_of,
-    read_transaction,
     recent_program,
     require,
     state,
@@ -72,7 +72,7 @@ async def get_member(request: Request, member_id: MemberId) -> Any:
     # 3.6% of this read (the same check, the same replies; tests/api/test_authorization.py).
     who = await _member_reader(request)
     member_visible(who, member_id)
-    return await read_transaction(request, _member, who, member_id)
+    return await autocommit_read(request, _member, who, member_id)
 
 
 def _member(conn: Connection, who: Principal, member_id: str) -> dict[str, Any]:

@@ -208,6 +208,19 @@ def readonly(engine: Engine) -> Engine:
     return engine.execution_options(kinloop_readonly=True)
 
 
+def autocommit_reads(engine: Engine) -> Engine:
+    """The same engine (and pool) for reads of one statement each, outside any transaction:
+    what one statement reads is consistent, and each statement sees its own moment.
+
+    `driver_cursor` opens no transaction on it (on SQLite, BEGIN and COMMIT through
+    SQLAlchemy were 7% of a member read); SQLAlchemy's own statements still begin one, which
+    the caller commits. On PostgreSQL the driver is in autocommit too (BEGIN and COMMIT
+    would be round trips)."""
+    if engine.dialect.name == "sqlite":
+        return readonly(engine).execution_options(kinloop_autocommit=True)
+    return engine.execution_options(isolation_level="AUTOCOMMIT", kinloop_autocommit=True)
+
+
 def is_sqlite(conn: Connection) -> bool:
     return conn.dialect.name == "sqlite"
 
@@ -216,7 +229,7 @@ def is_sqlite(conn: Connection) -> bool:
 def driver_cursor(conn: Connection, sql: str) -> Iterator[Any]:
     """A cursor of the driver's connection, in the caller's (SQLAlchemy) transaction, for
     one statement (`sql`; an executemany or a COPY counts as one)."""
-    if not conn.in_transaction():
+    if not conn.in_transaction() and not conn.get_execution_options().get("kinloop_autocommit"):
         conn.begin()  # what SQLAlchemy's autobegin would do before its own first statement
     driver = conn.connection.driver_connection
     assert driver is not None  # a Connection inside a transaction always holds one
