@@ -35,6 +35,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import Connection, Engine, select, text
 
+from kinloop import bench_load
 from kinloop.clock import utcnow
 from kinloop.program.loader import parse_program
 from kinloop.services import ingest, keys, programs
@@ -648,81 +649,10 @@ def _drive(plan: _LoadPlan, phase: str, posted: int) -> dict[str, Any]:
 async def _load(
     plan: _LoadPlan, requests: list[bytes], rate: float | None = None, connections: int | None = None
 ) -> tuple[list[float], int, dict[str, int], float]:
-    """`plan.concurrency` keep-alive connections, one request in flight on each, until the
-    requests run out or `plan.time_limit` passes. A minimal HTTP/1.1 client on asyncio
-    streams: a general-purpose client would spend more of the loopback machine than the
-    server it measures.
-
-    With a `rate`, request i is due i / rate seconds after the start: a connection that takes
-    it early waits for then, and its latency runs from then, not from when it was sent. It
-    has `connections` (default `PACED_CONNECTIONS`), enough that a slow reply does not hold up
-    the schedule; if all are busy, the wait is counted in the latency of the requests it delays."""
-    todo = iter(range(len(requests)))
-    latencies: list[float] = []
-    statuses: dict[str, int] = {}
-    errors = 0
-    started = time.perf_counter()
-    deadline = started + plan.time_limit
+    """`plan.concurrency` keep-alive connections (with a `rate`, `connections`, default
+    `PACED_CONNECTIONS`: enough that a slow reply does not hold up the schedule), driven by
+    `bench_load.load`: a general-purpose client would spend more of the loopback machine than
+    the server it measures."""
     if connections is None:
         connections = plan.concurrency if rate is None else PACED_CONNECTIONS
-
-    async def connection() -> None:
-        nonlocal errors
-        reader, writer = await asyncio.open_connection("127.0.0.1", plan.port)
-        try:
-            # The deadline is checked before taking a request: what was sent is a prefix.
-            while time.perf_counter() < deadline and (i := next(todo, None)) is not None:
-                t0 = time.perf_counter()
-                if rate is not None:
-                    due = started + i / rate
-                    if due > t0:
-                        await asyncio.sleep(due - t0)
-                    t0 = due
-                try:
-                    writer.write(requests[i])
-                    status, close = await _response(reader)
-                except (OSError, asyncio.IncompleteReadError, ValueError):
-                    status, close = 0, True
-                latencies.append(time.perf_counter() - t0)
-                statuses[str(status)] = statuses.get(str(status), 0) + 1
-                if not 200 <= status < 300:
-                    errors += 1
-                if close:
-                    writer.close()
-                    reader, writer = await asyncio.open_connection("127.0.0.1", plan.port)
-        finally:
-            writer.close()
-
-    try:
-        # Bounded even if the server stops answering: what is still in flight then is an error.
-        await asyncio.wait_for(asyncio.gather(*(connection() for _ in range(connections))), plan.time_limit + 30)
-    except TimeoutError:
-        errors += connections
-        statuses["timeout"] = connections
-    return latencies, errors, statuses, time.perf_counter() - started
-
-
-async def _response(reader: Any) -> tuple[int, bool]:
-    """Read one response; its status and whether the server closes the connection."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head[9:12])
-    length = 0
-    chunked = close = False
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        if name == b"content-length":
-            length = int(value)
-        elif name == b"transfer-encoding":
-            chunked = b"chunked" in value.lower()
-        elif name == b"connection":
-            close = b"close" in value.lower()
-    if chunked:
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            await reader.readexactly(size + 2)
-            if size == 0:
-                break
-    elif length:
-        await reader.readexactly(length)
-    return status, close
+    return await bench_load.load(plan.port, requests, connections=connections, time_limit=plan.time_limit, rate=rate)
