@@ -2,8 +2,8 @@
 docs and validation errors are FastAPI's), served without FastAPI's per-request machinery.
 
 For a member read, FastAPI's request handling (solving the endpoint's parameters, path, query,
-header and cookie alike, then validating and serialising the reply) was a fifth of the read's
-CPU. A lean route admits only what it can serve the same way for less: an async endpoint whose
+header and cookie alike, around validating and serialising the reply) was a tenth of the read's
+instructions. A lean route admits only what it can serve the same way for less: an async endpoint whose
 parameters are the `Request` and path parameters, and a response model with the default
 serialisation. Anything else is refused when the route is built, not served differently.
 """

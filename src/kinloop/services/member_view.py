@@ -240,9 +240,7 @@ class _Reads:
         self.pg = pg
         self.mark = m = "%s" if self.pg else "?"
         self.member = (_PROGRAM, _MEMBER)
-        self.found = Part(
-            ("id",), f"found AS (SELECT id FROM members WHERE program_id = {m} AND member_id = {m})", self.member
-        )
+        self.found = (f"found AS (SELECT id FROM members WHERE program_id = {m} AND member_id = {m})", self.member)
         self.names: list[str] = []
         self.parts: list[Part | None] = []
 

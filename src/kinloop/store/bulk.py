@@ -368,13 +368,13 @@ class UnionRead:
         return len(self.widths)
 
 
-def union_of(parts: Sequence[Part | None], pg: bool, *, with_: Part | None = None) -> UnionRead:
+def union_of(parts: Sequence[Part | None], pg: bool, *, with_: tuple[str, tuple[Any, ...]] | None = None) -> UnionRead:
     """The statement reading `parts` together (see `read_parts`). PostgreSQL's UNION wants one
     type per column, so each part's row is a JSON array there; SQLite takes any value in any
     column, so its rows are padded to the widest part (decoding the JSON was 2.7% of a member read).
 
-    `with_` names a common table expression the parts may read: its `rest` is `name AS (...)`,
-    its parameters come first."""
+    `with_` is a common table expression the parts may read, `name AS (SELECT ...)`, and its
+    parameters (which come first)."""
     widths = tuple(len(p.columns) if p is not None else 0 for p in parts)
     width = max(widths, default=0)
     selects = []
@@ -391,8 +391,8 @@ def union_of(parts: Sequence[Part | None], pg: bool, *, with_: Part | None = Non
     kinds = tuple(p.kinds if p is not None else () for p in parts)
     sql = "\nUNION ALL\n".join(selects)
     if with_ is not None and sql:
-        sql = f"WITH {with_.rest}\n{sql}"
-        params = [*with_.params, *params]
+        sql = f"WITH {with_[0]}\n{sql}"
+        params = [*with_[1], *params]
     return UnionRead(sql, tuple(params), kinds, widths, not pg)
 
 
