@@ -622,9 +622,12 @@ def _drive(plan: _LoadPlan, phase: str, posted: int) -> dict[str, Any]:
         runner = asyncio.run
     cpu = time.process_time()
     rate = plan.rates.get(phase)
+    # Paced: enough connections that a slow reply does not hold up the schedule.
+    connections = plan.concurrency if rate is None else PACED_CONNECTIONS
+    load = bench_load.load(plan.port, requests, connections=connections, time_limit=plan.time_limit, rate=rate)
     # The load's own full collections (55 ms seen mid-phase) would be charged to the server.
     with ingest.gc_paused():
-        latencies, errors, statuses, seconds = runner(_load(plan, requests, rate))
+        latencies, errors, statuses, seconds = runner(load)
     cpu = time.process_time() - cpu
     latencies.sort()
     n = len(latencies)
@@ -644,15 +647,3 @@ def _drive(plan: _LoadPlan, phase: str, posted: int) -> dict[str, Any]:
         "max_ms": round(latencies[-1] * 1000, 3) if n else 0.0,
         "client_cpu_ms": round(cpu * 1000 / n, 3) if n else 0.0,
     }
-
-
-async def _load(
-    plan: _LoadPlan, requests: list[bytes], rate: float | None = None, connections: int | None = None
-) -> tuple[list[float], int, dict[str, int], float]:
-    """`plan.concurrency` keep-alive connections (with a `rate`, `connections`, default
-    `PACED_CONNECTIONS`: enough that a slow reply does not hold up the schedule), driven by
-    `bench_load.load`: a general-purpose client would spend more of the loopback machine than
-    the server it measures."""
-    if connections is None:
-        connections = plan.concurrency if rate is None else PACED_CONNECTIONS
-    return await bench_load.load(plan.port, requests, connections=connections, time_limit=plan.time_limit, rate=rate)

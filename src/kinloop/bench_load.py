@@ -116,10 +116,10 @@ class _Wire(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.reply is not None:  # lost with a request in flight
-            self.reply = None
-            self.run.replied(self, 0, True)
+            self._fail()
 
     def _fail(self) -> None:
+        """The request in flight failed (status 0); the connection is replaced."""
         self.reply = None
         self.run.replied(self, 0, True)
 
@@ -173,9 +173,7 @@ class _Run:
         # The deadline is checked before taking a request: what was sent is a prefix.
         i = next(self.todo, None) if now < self.deadline else None
         if i is None:
-            self.busy -= 1
-            if self.busy == 0 and not self.finished.done():
-                self.finished.set_result(None)
+            self._done_with_one()
             return
         if self.rate is None:
             wire.send(self.requests[i], now)
@@ -200,11 +198,15 @@ class _Run:
     def _opened(self, task: asyncio.Task[None]) -> None:
         self.opening.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            self.busy -= 1  # the server went away: this connection is done
-            self.errors += 1
+            self.errors += 1  # the server went away: this connection is done
             self.statuses["refused"] = self.statuses.get("refused", 0) + 1
-            if self.busy == 0 and not self.finished.done():
-                self.finished.set_result(None)
+            self._done_with_one()
+
+    def _done_with_one(self) -> None:
+        """A connection has nothing more to send; the load ends with the last."""
+        self.busy -= 1
+        if self.busy == 0 and not self.finished.done():
+            self.finished.set_result(None)
 
 
 async def load(

@@ -143,10 +143,11 @@ def _sync(key: Key) -> Any:
         (thing, {"dependencies": [Depends(lambda: None)]}, "does not serve dependencies"),
         (thing, {"response_model_exclude_none": True}, "does not serve response_model_exclude_none"),
         (thing, {"response_model_by_alias": False}, "does not serve response_model_by_alias"),
+        (thing, {"response_model": None}, "does not serve replies without a response_model"),
     ],
 )
 def test_what_it_cannot_serve_the_same_is_refused_when_built(endpoint: Any, options: Any, refusal: str) -> None:
     router = APIRouter(route_class=LeanRoute)
     path = "/things/{key}/{count}" if endpoint is thing else "/things/{key}"
     with pytest.raises(TypeError, match=refusal):
-        router.get(path, response_model=Thing, **options)(endpoint)
+        router.get(path, **{"response_model": Thing, **options})(endpoint)

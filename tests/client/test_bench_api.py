@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from kinloop.bench import API_SCHEMA, _load, _LoadPlan, run_api_bench
+from kinloop.bench import API_SCHEMA, run_api_bench
+from kinloop.bench_load import load
 from kinloop.cli.app import app
 from kinloop.store.db import connect
 
@@ -108,10 +109,9 @@ def test_paced_latency_runs_from_when_a_request_was_due() -> None:
 
         server = await asyncio.start_server(answer, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        plan = _LoadPlan(port, "", "", 0, 0, 1, 30.0, 1, {}, 0.0)
         request = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"
         try:
-            latencies, errors, _, _ = await _load(plan, [request] * 10, rate=100, connections=1)
+            latencies, errors, _, _ = await load(port, [request] * 10, rate=100, connections=1, time_limit=30.0)
         finally:
             server.close()
         assert errors == 0

@@ -124,10 +124,9 @@ def create_app(db: str | None = None, *, rate_limit: int | None = None, max_body
         docs_url=None,
         redoc_url=None,
     )
-    reader = readonly(engine)
     app.state.kinloop = ApiState(
         engine=engine,
-        reader=reader,
+        reader=readonly(engine),
         autocommit_reader=autocommit_reads(engine),
         rate_limit=rate_limit or env_int("KINLOOP_RATE_LIMIT", DEFAULT_RATE_LIMIT),
         max_body=max_body or DEFAULT_MAX_BODY,

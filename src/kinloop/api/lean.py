@@ -34,7 +34,7 @@ class LeanRoute(APIRoute):
             raise TypeError(f"{self.path}: a lean route's endpoint is async (it is awaited on the event loop)")
         self._refuse_options()
         request_arg, path = self._parameters()
-        reply = None if self.response_model is None else TypeAdapter(self.response_model)
+        reply = TypeAdapter(self.response_model)
         status = self.status_code or 200
 
         async def handle(request: Request) -> Response:
@@ -53,8 +53,6 @@ class LeanRoute(APIRoute):
             content = await endpoint(**args)
             if isinstance(content, Response):
                 return content
-            if reply is None:
-                raise TypeError(f"{self.path}: a lean route without a response model returns a Response")
             body = reply.dump_json(reply.validate_python(content), by_alias=True)  # as FastAPI does
             return Response(body, status, media_type="application/json")
 
@@ -78,6 +76,7 @@ class LeanRoute(APIRoute):
     def _refuse_options(self) -> None:
         """What FastAPI's handler would honour and this one would not."""
         refused = {
+            "replies without a response_model": self.response_model is None,
             "dependencies": bool(self.dependencies),
             "response_model_include": self.response_model_include is not None,
             "response_model_exclude": self.response_model_exclude is not None,

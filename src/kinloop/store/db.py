@@ -74,14 +74,13 @@ def _configure_sqlite(engine: Engine, *, autocheckpoint: bool) -> None:
         # Writers take the write lock up front: a deferred transaction that reads and then
         # writes can fail with "database is locked" when another writer got there in between.
         # Readers (see `readonly`) begin deferred; in WAL mode they never wait for writers.
+        driver = conn.connection.driver_connection
+        assert driver is not None  # a connection that begins holds one
         if conn.get_execution_options().get("kinloop_readonly"):
             # Straight to the driver: through SQLAlchemy this BEGIN cost a tenth of a member
             # read, and a deferred BEGIN cannot fail (a writer's may: SQLAlchemy wraps its error).
-            driver = conn.connection.driver_connection
-            assert driver is not None  # a connection that begins holds one
             driver.execute("BEGIN")
         else:
-            driver = conn.connection.driver_connection
             if isinstance(driver, _WriterLocking):
                 # Let go of at commit or rollback; a failed BEGIN is rolled back by SQLAlchemy.
                 driver.take_writer_lock()
@@ -227,12 +226,13 @@ def is_sqlite(conn: Connection) -> bool:
 
 @contextmanager
 def driver_cursor(conn: Connection, sql: str) -> Iterator[Any]:
-    """A cursor of the driver's connection, in the caller's (SQLAlchemy) transaction, for
-    one statement (`sql`; an executemany or a COPY counts as one)."""
+    """A cursor of the driver's connection, in the caller's (SQLAlchemy) transaction (begun
+    here if none is open, except on an `autocommit_reads` connection), for one statement
+    (`sql`; an executemany or a COPY counts as one)."""
     if not conn.in_transaction() and not conn.get_execution_options().get("kinloop_autocommit"):
         conn.begin()  # what SQLAlchemy's autobegin would do before its own first statement
     driver = conn.connection.driver_connection
-    assert driver is not None  # a Connection inside a transaction always holds one
+    assert driver is not None  # an open Connection holds one
     error = conn.dialect.loaded_dbapi.Error
     cur = driver.cursor()
     if conn._has_events or conn.engine._has_events:
